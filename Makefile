@@ -1,0 +1,37 @@
+# Two commands for a fresh machine (see README):
+#   make run    install, then `dvc repro` on the embedded demo data
+#   make test   install, then lint + the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Stages call `python -m pipeline.cli ...`: run them with the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: pip then takes the local CPU wheel instead of GBs of CUDA packages.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/bench_frames.py
+	$(BIN)/python bench/bench_landmarks.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,79 @@
+"""Command line: one sub-command per stage, each a thin wrapper over ``<stage>.run``.
+
+    python -m pipeline.cli frames --params params.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import ConfigError, load_params
+from pipeline.labels import LabelsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Driver-behaviour pipeline stages.")
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+
+
+def _run(fn, *args) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = fn(*args)
+    except (ConfigError, LabelsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary, sort_keys=True))
+
+
+@app.command()
+def demo(params: ParamsOpt = Path("params.yaml"),
+         out: Annotated[Path, typer.Option(help="raw folder to write")] = Path("data/raw")) -> None:
+    """Generate the synthetic demo videos and labels.csv."""
+    from pipeline import demo as stage
+
+    _run(lambda: stage.run(load_params(params), out))
+
+
+@app.command()
+def frames(params: ParamsOpt = Path("params.yaml"),
+           out: Annotated[Path, typer.Option(help="output folder")] = Path("data/frames")) -> None:
+    """Validate labels, then plan fixed-fps letterboxed frames for every video."""
+    from pipeline import frames as stage
+
+    _run(lambda: stage.run(load_params(params), out))
+
+
+@app.command()
+def landmarks(params: ParamsOpt = Path("params.yaml"),
+              frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+              out: Annotated[Path, typer.Option(help="output folder")] = Path("data/landmarks")) -> None:
+    """MediaPipe FaceMesh (+ Hands) landmarks per video, in source pixels."""
+    from pipeline import landmarks as stage
+
+    _run(lambda: stage.run(load_params(params), frames_dir, out))
+
+
+@app.command()
+def features(params: ParamsOpt = Path("params.yaml"),
+             landmarks_dir: Annotated[Path, typer.Option("--landmarks")] = Path("data/landmarks"),
+             frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+             out: Annotated[Path, typer.Option(help="features Parquet")] = Path("data/features.parquet"),
+             quarantine: Annotated[Path, typer.Option(help="merged quarantine list")] = Path(
+                 "data/quarantine.json")) -> None:
+    """Per-frame features from landmarks into one Parquet file."""
+    from pipeline import features as stage
+
+    _run(lambda: stage.run(load_params(params), landmarks_dir, frames_dir, out, quarantine))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

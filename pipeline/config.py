@@ -1,0 +1,179 @@
+"""params.yaml -> typed, frozen dataclasses.
+
+Loaded once at a stage's start-up. Unknown keys, missing sections and wrong types
+raise :class:`ConfigError` naming the dotted key, before any work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, with the dotted key in the message."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw_dir: str = "data/raw"
+    labels_file: str = "labels.csv"
+    classes: tuple[str, ...] = ("normal", "phonecall", "text", "yawn")
+
+    @property
+    def labels_path(self) -> Path:
+        return Path(self.raw_dir) / self.labels_file
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    subjects: int = 10
+    clips_per_class: int = 2
+    seconds: float = 8.0
+    fps: int = 15
+    width: int = 320
+    height: int = 240
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class FramesParams:
+    fps: float = 15
+    canvas: int = 320
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class LandmarksParams:
+    hands: bool = True
+    hands_complexity: int = 0
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    min_face_fraction: float = 0.2
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    max_gap_frames: int = 3
+
+
+@dataclass(frozen=True)
+class WindowsParams:
+    size: int = 60
+    stride: int = 15
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    demo: DemoParams = field(default_factory=DemoParams)
+    frames: FramesParams = field(default_factory=FramesParams)
+    landmarks: LandmarksParams = field(default_factory=LandmarksParams)
+    features: FeaturesParams = field(default_factory=FeaturesParams)
+    windows: WindowsParams = field(default_factory=WindowsParams)
+
+
+_CHECKS: dict[str, tuple[str, Any]] = {
+    # dotted key -> (human rule, predicate)
+    "demo.subjects": ("must be >= 1", lambda v: v >= 1),
+    "demo.clips_per_class": ("must be >= 1", lambda v: v >= 1),
+    "demo.seconds": ("must be > 0", lambda v: v > 0),
+    "demo.fps": ("must be > 0", lambda v: v > 0),
+    "frames.fps": ("must be > 0", lambda v: v > 0),
+    "frames.canvas": ("must be >= 64", lambda v: v >= 64),
+    "frames.workers": ("must be >= 0", lambda v: v >= 0),
+    "landmarks.workers": ("must be >= 0", lambda v: v >= 0),
+    "landmarks.hands_complexity": ("must be 0 or 1", lambda v: v in (0, 1)),
+    "landmarks.min_face_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "features.max_gap_frames": ("must be >= 0", lambda v: v >= 0),
+    "windows.size": ("must be >= 2", lambda v: v >= 2),
+    "windows.stride": ("must be >= 1", lambda v: v >= 1),
+    "data.classes": ("must hold at least 2 distinct names", lambda v: len(set(v)) >= 2),
+}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"params key '{key}' must be a list, got {type(value).__name__}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"params key '{key}' has the wrong type: {value!r}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"params key '{key}' must be null")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"params key '{key}' must be a {tp.__name__}, got a boolean")
+    if not isinstance(value, tp):
+        raise ConfigError(
+            f"params key '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params section '{prefix}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+        raise ConfigError(f"unknown params key {where}; known keys here: {sorted(names)}")
+    kwargs = {}
+    for name in names & set(raw):
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], key)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, key)
+            if key in _CHECKS:
+                rule, ok = _CHECKS[key]
+                if not ok(kwargs[name]):
+                    raise ConfigError(f"params key '{key}' {rule}, got {raw[name]!r}")
+    return cls(**kwargs)
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Build :class:`Params` from a parsed YAML mapping, checking every key."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and check ``path``; raises :class:`ConfigError` naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_params(raw)
+
+
+def resolve_workers(n: int) -> int:
+    """0 means all cores."""
+    import os
+
+    return n if n > 0 else max(1, os.cpu_count() or 1)

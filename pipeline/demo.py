@@ -1,0 +1,497 @@
+"""`demo` stage: a small, deterministic synthetic driver-video set from real face photos.
+
+Each synthetic subject is one real face (skimage's astronaut, matplotlib's Grace Hopper,
+and LFW crops shipped with scikit-image) composited onto a drawn car interior with its
+own appearance. FaceMesh is run once on that still; the face is then animated by
+moving its own mesh (eyelids, jaw, 3D head rotation) and warping the image along a
+Delaunay triangulation, with painted cues (mouth interior, closed lids, a phone).
+Behaviour scripts per class drive the animation. See ../shared/DEMO_DATA.md.
+
+The output is exactly the raw-data contract a user supplies: ``videos/*.mp4`` and
+``labels.csv`` (video,subject,label). The same params give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import geometry as g
+from pipeline.config import DemoParams
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("normal", "phonecall", "text", "yawn")
+
+
+# --- faces ------------------------------------------------------------------------------
+def face_sources() -> list[tuple[str, np.ndarray]]:
+    """Real face photos available offline, as (name, RGB uint8) in a fixed order."""
+    import cv2
+    import matplotlib.cbook as cbook
+    import skimage.data as sd
+
+    out: list[tuple[str, np.ndarray]] = [("astronaut", sd.astronaut())]
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        buf = np.frombuffer(fh.read(), np.uint8)
+    out.append(("grace_hopper", cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)))
+    lfw = sd.lfw_subset()[:100]  # the first 100 are faces, the rest are non-faces
+    for i, crop in enumerate(lfw):
+        grey = (crop * 255).astype(np.uint8)
+        big = cv2.resize(grey, (200, 200), interpolation=cv2.INTER_CUBIC)
+        canvas = np.full((320, 320), int(np.median(grey)), np.uint8)
+        canvas[60:260, 60:260] = big
+        out.append((f"lfw{i:03d}", cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)))
+    return out
+
+
+def _facemesh_static():
+    import mediapipe as mp
+
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+    )
+
+
+def _detect(fm, img: np.ndarray) -> np.ndarray | None:
+    """FaceMesh on an RGB image -> (478, 3) landmarks in pixels (z scaled like x)."""
+    res = fm.process(img)
+    if not res.multi_face_landmarks:
+        return None
+    h, w = img.shape[:2]
+    pts = np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark])
+    return pts * [w, h, w]
+
+
+def _mar(face: np.ndarray) -> float:
+    v = np.mean([np.linalg.norm(face[a, :2] - face[b, :2]) for a, b in g.MOUTH_PAIRS])
+    return float(v / np.linalg.norm(face[g.MOUTH_CORNERS[0], :2] - face[g.MOUTH_CORNERS[1], :2]))
+
+
+# --- one subject ------------------------------------------------------------------------
+@dataclass
+class Subject:
+    name: str
+    still: np.ndarray  # (H, W, 3) RGB
+    ctrl: np.ndarray  # (N, 3) control points at rest (478 landmarks, inner ring, outer ring, border)
+    n_inner: int
+    tris: np.ndarray  # (T, 3) triangle vertex indices
+    skin: tuple[int, int, int]
+    noise: float
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A drawn car interior: roof lining, side window, B-pillar, headrest, seat belt."""
+    import cv2
+
+    base = rng.uniform(35, 70)
+    yy = np.linspace(0, 1, h)[:, None, None]
+    img = np.broadcast_to(base + 25 * (1 - yy), (h, w, 3)).astype(np.float32).copy()
+    side = rng.integers(2)
+    x0 = int(w * (0.62 if side else 0.0))
+    win = np.array([[x0, int(h * 0.08)], [x0 + int(w * 0.38), int(h * 0.05)],
+                    [x0 + int(w * 0.38), int(h * 0.55)], [x0 + int(w * 0.05), int(h * 0.6)]], np.int32)
+    cv2.fillConvexPoly(img, win, tuple(float(v) for v in rng.uniform(110, 190, 3)))
+    px = int(w * (0.6 if side else 0.38))
+    cv2.rectangle(img, (px, 0), (px + int(w * 0.05), h), (base * 0.7,) * 3, -1)
+    cv2.ellipse(img, (w // 2 + int(rng.integers(-20, 20)), int(h * 0.45)), (int(w * 0.2), int(h * 0.32)),
+                0, 0, 360, (base * 0.6, base * 0.55, base * 0.5), -1)
+    cv2.line(img, (int(w * 0.75), h), (int(w * 0.2), int(h * 0.55)), (25, 25, 28), int(w * 0.04))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _compose(src: np.ndarray, src_face: np.ndarray, rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Place the photo's face on a car-interior background with a soft elliptical mask."""
+    import cv2
+
+    lo, hi = src_face[:, :2].min(0), src_face[:, :2].max(0)
+    fh_src = hi[1] - lo[1]
+    target = rng.uniform(0.38, 0.52) * h
+    s = target / fh_src
+    cx = w / 2 + rng.uniform(-0.08, 0.08) * w
+    cy = h * 0.48 + rng.uniform(-0.05, 0.05) * h
+    fc = (lo + hi) / 2
+    m = np.array([[s, 0, cx - s * fc[0]], [0, s, cy - s * fc[1]]])
+    placed = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    mask = np.zeros((h, w), np.float32)
+    fw = (hi[0] - lo[0]) * s
+    cv2.ellipse(mask, (round(cx), round(cy - 0.03 * target)), (round(fw * 0.6), round(target * 0.66)),
+                0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, target * 0.06))[..., None]
+    bg = _background(rng, w, h).astype(np.float32)
+    return (placed * mask + bg * (1 - mask)).astype(np.uint8)
+
+
+def _appearance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-subject look: flip, IR-like greyscale, gamma, gain and tint."""
+    import cv2
+
+    if rng.random() < 0.5:
+        img = img[:, ::-1].copy()
+    if rng.random() < 0.35:
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    f = img.astype(np.float32) / 255.0
+    f = f ** rng.uniform(0.8, 1.25) * rng.uniform(0.8, 1.15) * rng.uniform(0.92, 1.08, 3)
+    return np.clip(f * 255, 0, 255).astype(np.uint8)
+
+
+def _ring(face: np.ndarray, factor: float) -> np.ndarray:
+    oval = face[list(g.FACE_OVAL)]
+    c = oval[:, :2].mean(0)
+    ring = oval.copy()
+    ring[:, :2] = c + (oval[:, :2] - c) * factor
+    return ring
+
+
+def make_subject(name: str, photo: np.ndarray, rng: np.random.Generator, w: int, h: int, fm) -> Subject | None:
+    """Build one subject, or None when FaceMesh misses the face or the mouth is open at rest."""
+    from scipy.spatial import Delaunay
+
+    src_face = _detect(fm, photo)
+    if src_face is None:
+        return None
+    still = _appearance(_compose(photo, src_face, rng, w, h), rng)
+    face = _detect(fm, still)
+    if face is None or _mar(face) > 0.12:
+        return None
+    inner = _ring(face, 1.22)
+    outer = _ring(face, 1.9)
+    outer[:, 0] = outer[:, 0].clip(1, w - 2)
+    outer[:, 1] = outer[:, 1].clip(1, h - 2)
+    bx = np.linspace(0, w - 1, 9)
+    by = np.linspace(0, h - 1, 7)
+    border = np.array([(x, 0) for x in bx] + [(x, h - 1) for x in bx]
+                      + [(0, y) for y in by[1:-1]] + [(w - 1, y) for y in by[1:-1]], float)
+    border = np.c_[border, np.full(len(border), face[:, 2].mean())]
+    ctrl = np.vstack([face, inner, outer, border])
+    tris = Delaunay(ctrl[:, :2]).simplices.astype(np.int32)
+    cheek = face[[50, 280], :2].mean(0).round().astype(int)
+    y0, x0 = np.clip(cheek[::-1], 2, [h - 3, w - 3])
+    skin = tuple(int(v) for v in np.median(still[y0 - 2:y0 + 3, x0 - 2:x0 + 3].reshape(-1, 3), 0))
+    return Subject(name, still, ctrl, len(inner), tris, skin, float(rng.uniform(2.0, 6.0)))
+
+
+# --- behaviour scripts --------------------------------------------------------------------
+def _drift(rng: np.random.Generator, t: np.ndarray, sd: float) -> np.ndarray:
+    """Smooth random drift with standard deviation about ``sd``."""
+    out = np.zeros_like(t)
+    for _ in range(3):
+        out += np.sin(2 * np.pi * rng.uniform(0.05, 0.4) * t + rng.uniform(0, 2 * np.pi))
+    return out * sd / np.sqrt(1.5)
+
+
+def _bump(t: np.ndarray, start: float, rise: float, hold: float, fall: float) -> np.ndarray:
+    """0 -> 1 -> 0 envelope with cosine ramps."""
+    up = np.clip((t - start) / rise, 0, 1)
+    down = np.clip((t - start - rise - hold) / fall, 0, 1)
+    return 0.5 - 0.5 * np.cos(np.pi * up) - (0.5 - 0.5 * np.cos(np.pi * down))
+
+
+def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    syll = np.abs(np.sin(2 * np.pi * rng.uniform(2.5, 4.0) * t + rng.uniform(0, 6)))
+    env = (np.sin(2 * np.pi * rng.uniform(0.15, 0.3) * t + rng.uniform(0, 6)) > -0.3).astype(float)
+    return 0.05 + 0.2 * syll * env
+
+
+def script(label: str, rng: np.random.Generator, n: int, fps: float) -> dict[str, np.ndarray]:
+    """Per-frame animation parameters for one clip of class ``label``."""
+    t = np.arange(n) / fps
+    dur = n / fps
+    yaw, pitch, roll = _drift(rng, t, 4), _drift(rng, t, 3), _drift(rng, t, 2)
+    blink = np.zeros(n)
+    tb = rng.uniform(0.3, 2.5)
+    while tb < dur:
+        d = rng.uniform(0.15, 0.35)
+        blink = np.maximum(blink, _bump(t, tb, d / 2, 0, d / 2))
+        tb += rng.uniform(2, 5)
+    eyes = np.zeros(n)
+    mouth = np.zeros(n)
+    phone = 0.0  # -1 left ear, +1 right ear (image side), 2 = held low for texting
+    if label == "normal":
+        if rng.random() < 0.8:
+            ts = rng.uniform(0.5, max(0.6, dur - 2))
+            yaw += rng.choice([-1, 1]) * rng.uniform(18, 30) * _bump(t, ts, 0.35, rng.uniform(0.4, 1.0), 0.35)
+        if rng.random() < 0.4:
+            mouth = _talk(rng, t)
+    elif label == "yawn":
+        ts = rng.uniform(0.0, 0.8)
+        while ts < dur:
+            hold = rng.uniform(1.0, 2.0)
+            b = _bump(t, ts, rng.uniform(0.8, 1.2), hold, rng.uniform(0.8, 1.1))
+            mouth = np.maximum(mouth, rng.uniform(0.7, 1.0) * b)
+            pitch += rng.uniform(5, 10) * b
+            eyes = np.maximum(eyes, rng.uniform(0.3, 0.5) * b)
+            ts += hold + 2.0 + rng.uniform(0.3, 1.2)
+    elif label == "phonecall":
+        phone = float(rng.choice([-1, 1]))
+        roll += phone * rng.uniform(6, 16)
+        yaw += phone * rng.uniform(2, 8)
+        if rng.random() < 0.8:
+            mouth = _talk(rng, t)
+    elif label == "text":
+        phone = 2.0
+        down = rng.uniform(14, 26)
+        up = np.zeros(n)
+        ts = rng.uniform(0.5, 2.0)
+        while ts < dur:
+            up = np.maximum(up, _bump(t, ts, 0.2, rng.uniform(0.2, 0.5), 0.25))
+            ts += rng.uniform(1.0, 2.5)
+        pitch += -down * (1 - up)
+        eyes = np.maximum(eyes, rng.uniform(0.3, 0.45) * (1 - up))
+    else:
+        raise ValueError(f"unknown demo class {label!r}")
+    close = np.clip(np.maximum(eyes, blink), 0, 1)
+    return {"yaw": yaw, "pitch": pitch, "roll": roll, "eyes": close, "mouth": mouth,
+            "phone": np.full(n, phone)}
+
+
+# --- one frame ------------------------------------------------------------------------------
+def deform(sub: Subject, yaw: float, pitch: float, roll: float, eyes: float, mouth: float) -> np.ndarray:
+    """Control points of one frame (N, 3): eyelids, jaw, then 3D head rotation."""
+    p = sub.ctrl.copy()
+    face = p[: g.N_FACE]
+    if eyes > 0:
+        for up, lo in ((g.EYE_RIGHT_UPPER, g.EYE_RIGHT_LOWER), (g.EYE_LEFT_UPPER, g.EYE_LEFT_LOWER)):
+            d = face[list(lo), :2] - face[list(up), :2]
+            face[list(up), :2] += 0.85 * eyes * d
+            face[list(lo), :2] -= 0.1 * eyes * d
+    if mouth > 0:
+        c0, c1 = sub.ctrl[g.MOUTH_CORNERS[0], :2], sub.ctrl[g.MOUTH_CORNERS[1], :2]
+        width = np.linalg.norm(c1 - c0)
+        centre = (c0 + c1) / 2
+        drop = mouth * width * 0.9
+        n_ring = g.N_FACE + 2 * sub.n_inner  # landmarks + inner ring move; outer ring, border fixed
+        dx = p[:n_ring, 0] - centre[0]
+        below = p[:n_ring, 1] > centre[1] + 0.02 * width
+        below[list(g.LOWER_LIP)] = True
+        below[list(g.UPPER_LIP_INNER)] = False
+        fall = np.exp(-0.5 * (dx / (1.1 * width)) ** 2)
+        p[:n_ring, 1] += below * drop * fall
+        p[list(g.UPPER_LIP_INNER), 1] -= 0.08 * drop
+        for k, sgn in ((g.MOUTH_CORNERS[0], 1), (g.MOUTH_CORNERS[1], -1), (61, 1), (291, -1)):
+            p[k, 0] += sgn * 0.08 * mouth * width
+    lo, hi = sub.ctrl[: g.N_FACE, :2].min(0), sub.ctrl[: g.N_FACE, :2].max(0)
+    fw = hi[0] - lo[0]
+    pivot = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2 + 0.1 * fw,
+                      sub.ctrl[: g.N_FACE, 2].mean() + 0.75 * fw])
+    r = g.rotation_matrix(yaw, pitch, roll)
+    p[: g.N_FACE] = (p[: g.N_FACE] - pivot) @ r.T + pivot
+    inner = slice(g.N_FACE, g.N_FACE + sub.n_inner)
+    r_half = g.rotation_matrix(0.6 * yaw, 0.6 * pitch, 0.6 * roll)
+    p[inner] = (p[inner] - pivot) @ r_half.T + pivot
+    return p
+
+
+def warp(sub: Subject, dst: np.ndarray) -> np.ndarray:
+    """Backward-warp the still so control points at rest land on ``dst`` (piecewise affine)."""
+    import cv2
+
+    h, w = sub.still.shape[:2]
+    tris = sub.tris
+    d = dst[tris, :2]  # (T, 3, 2) destination triangles
+    s = sub.ctrl[tris, :2]  # (T, 3, 2) source triangles
+    # Closed-form affine dst -> src per triangle: solve [x y 1] A = src for 3 vertices.
+    x0, y0 = d[:, 0, 0], d[:, 0, 1]
+    ex1, ey1 = d[:, 1, 0] - x0, d[:, 1, 1] - y0
+    ex2, ey2 = d[:, 2, 0] - x0, d[:, 2, 1] - y0
+    det = ex1 * ey2 - ex2 * ey1
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
+    s0 = s[:, 0]
+    u1, u2 = s[:, 1] - s0, s[:, 2] - s0
+    # src = s0 + a*u1 + b*u2, with (a, b) the barycentrics of (x - x0, y - y0)
+    ax, ay = ey2 / det, -ex2 / det  # a = ax*(x-x0) + ay*(y-y0)
+    bx, by = -ey1 / det, ex1 / det
+    m = np.empty((len(tris), 2, 3))
+    m[:, :, 0] = u1 * ax[:, None] + u2 * bx[:, None]
+    m[:, :, 1] = u1 * ay[:, None] + u2 * by[:, None]
+    m[:, :, 2] = s0 - m[:, :, 0] * x0[:, None] - m[:, :, 1] * y0[:, None]
+    # Triangle-index map, far to near so the nearer surface wins at large yaw.
+    order = np.argsort(-dst[tris, 2].mean(1), kind="stable")
+    idx = np.zeros((h, w), np.uint16)
+    pts = np.round(d * 16).astype(np.int32)
+    for k in order:
+        cv2.fillConvexPoly(idx, pts[k], int(k) + 1, lineType=cv2.LINE_8, shift=4)
+    mm = np.concatenate([np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), m])[idx]  # (h, w, 2, 3)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    map_x = (mm[..., 0, 0] * xs + mm[..., 0, 1] * ys + mm[..., 0, 2]).astype(np.float32)
+    map_y = (mm[..., 1, 0] * xs + mm[..., 1, 1] * ys + mm[..., 1, 2]).astype(np.float32)
+    return cv2.remap(sub.still, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def paint(img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: float, phone: float) -> None:
+    """Cues the warp alone cannot give: mouth interior, closed lids, a phone and hand."""
+    import cv2
+
+    face = dst[: g.N_FACE, :2]
+    fw = np.ptp(face[:, 0])
+    fh = np.ptp(face[:, 1])
+    if mouth > 0.04:
+        poly = np.round(face[list(g.MOUTH_INNER)] * 4).astype(np.int32)
+        layer = img.copy()
+        cv2.fillPoly(layer, [poly], (40, 18, 22), lineType=cv2.LINE_AA, shift=2)
+        if mouth > 0.25:
+            up = face[list(g.UPPER_LIP_INNER)]
+            band = np.vstack([up, (up + [0, 0.12 * mouth * fw])[::-1]])
+            mask = np.zeros(img.shape[:2], np.uint8)
+            cv2.fillPoly(mask, [poly], 1, shift=2)
+            teeth = np.zeros_like(mask)
+            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 1, shift=2)
+            layer[(mask & teeth).astype(bool)] = (215, 210, 195)
+        a = min(1.0, mouth * 6)
+        cv2.addWeighted(layer, a, img, 1 - a, 0, dst=img)
+    if eyes > 0.3:
+        layer = img.copy()
+        for contour, lower in ((g.EYE_RIGHT_CONTOUR, g.EYE_RIGHT_LOWER), (g.EYE_LEFT_CONTOUR, g.EYE_LEFT_LOWER)):
+            cv2.fillPoly(layer, [np.round(face[list(contour)] * 4).astype(np.int32)], sub.skin,
+                         lineType=cv2.LINE_AA, shift=2)
+            cv2.polylines(layer, [np.round(face[list(lower)] * 4).astype(np.int32)], False, (30, 25, 25),
+                          1, lineType=cv2.LINE_AA, shift=2)
+        a = float(np.clip((eyes - 0.3) / 0.5, 0, 1))
+        cv2.addWeighted(layer, a, img, 1 - a, 0, dst=img)
+    if phone in (-1.0, 1.0):
+        ear = face[g.EAR_RIGHT if phone < 0 else g.EAR_LEFT]
+        c = ear + [phone * 0.06 * fw, 0.05 * fh]
+        box = cv2.boxPoints(((float(c[0]), float(c[1])), (0.2 * fw, 0.55 * fh), float(phone * 12)))
+        cv2.fillConvexPoly(img, np.round(box).astype(np.int32), (22, 22, 26), lineType=cv2.LINE_AA)
+        hand = (round(c[0] + phone * 0.05 * fw), round(c[1] + 0.28 * fh))
+        cv2.ellipse(img, hand, (round(0.17 * fw), round(0.2 * fh)), phone * 20, 0, 360, sub.skin, -1,
+                    lineType=cv2.LINE_AA)
+    elif phone == 2.0:
+        h, w = img.shape[:2]
+        cx, cy = float(face[:, 0].mean()), min(h - 0.1 * fh, face[:, 1].max() + 0.55 * fh)
+        box = cv2.boxPoints(((cx, cy), (0.45 * fw, 0.28 * fh), 0.0))
+        cv2.fillConvexPoly(img, np.round(box).astype(np.int32), (20, 20, 24), lineType=cv2.LINE_AA)
+        screen = cv2.boxPoints(((cx, cy), (0.38 * fw, 0.2 * fh), 0.0))
+        cv2.fillConvexPoly(img, np.round(screen).astype(np.int32), (200, 225, 245), lineType=cv2.LINE_AA)
+        for sgn in (-1, 1):
+            cv2.ellipse(img, (round(cx + sgn * 0.26 * fw), round(cy + 0.08 * fh)),
+                        (round(0.12 * fw), round(0.16 * fh)), 0, 0, 360, sub.skin, -1, lineType=cv2.LINE_AA)
+
+
+def render_clip(sub: Subject, label: str, seed: int, n: int, fps: float) -> list[np.ndarray]:
+    """All RGB frames of one clip (deterministic for ``seed``)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    sc = script(label, rng, n, fps)
+    cv2.setRNGSeed(seed)
+    noise = np.empty(sub.still.shape, np.float32)
+    frames = []
+    for i in range(n):
+        dst = deform(sub, sc["yaw"][i], sc["pitch"][i], sc["roll"][i], sc["eyes"][i], sc["mouth"][i])
+        img = warp(sub, dst)
+        paint(img, sub, dst, sc["eyes"][i], sc["mouth"][i], sc["phone"][i])
+        cv2.randn(noise, 0.0, sub.noise)
+        frames.append(cv2.add(img.astype(np.float32), noise).clip(0, 255).astype(np.uint8))
+    return frames
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
+    """Write RGB frames as MPEG-4 part 2 (the codec this OpenCV build can encode)."""
+    import cv2
+
+    from pipeline.io import atomic_path
+
+    h, w = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not vw.isOpened():
+            raise RuntimeError(f"OpenCV cannot open a mp4v writer for {path}")
+        for f in frames:
+            vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        vw.release()
+
+
+# --- the stage ------------------------------------------------------------------------------
+def build_subjects(p: DemoParams) -> list[Subject]:
+    """The first ``p.subjects`` usable faces, each with its own seeded appearance."""
+    fm = _facemesh_static()
+    subjects: list[Subject] = []
+    try:
+        for k, (name, photo) in enumerate(face_sources()):
+            sub = make_subject(name, photo, np.random.default_rng([p.seed, k]), p.width, p.height, fm)
+            if sub is None:
+                log.info("demo: face source %s rejected (no face found or mouth open at rest)", name)
+                continue
+            subjects.append(sub)
+            if len(subjects) == p.subjects:
+                return subjects
+    finally:
+        fm.close()
+    raise RuntimeError(f"only {len(subjects)} usable faces for demo.subjects={p.subjects}; lower it")
+
+
+def _clip_job(args: tuple) -> tuple[str, bytes]:
+    sub, label, seed, n, fps, rel = args
+    import tempfile
+
+    frames = render_clip(sub, label, seed, n, fps)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "clip.mp4"
+        write_mp4(frames, path, fps)
+        return rel, path.read_bytes()
+
+
+def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, str]]:
+    """Write ``out_dir/videos/*.mp4`` and ``out_dir/labels.csv``; returns the label rows."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from pipeline.io import atomic_path
+
+    subjects = build_subjects(p)
+    n = round(p.seconds * p.fps)
+    jobs, rows = [], []
+    for si, sub in enumerate(subjects):
+        sid = f"s{si + 1:02d}"
+        for ci, label in enumerate(CLASSES):
+            for k in range(p.clips_per_class):
+                rel = f"videos/{sid}_{label}_{k + 1}.mp4"
+                jobs.append((sub, label, int(np.random.SeedSequence([p.seed, si, ci, k]).generate_state(1)[0] % 2**31),
+                             n, p.fps, rel))
+                rows.append({"video": rel, "subject": sid, "label": label})
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(jobs), desc="demo clips", unit="clip", disable=None)
+    if workers > 1:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            for rel, data in ex.map(_clip_job, jobs):
+                _write_bytes(out_dir / rel, data, atomic_path)
+                bar.update()
+    else:
+        for job in jobs:
+            rel, data = _clip_job(job)
+            _write_bytes(out_dir / rel, data, atomic_path)
+            bar.update()
+    bar.close()
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, ["video", "subject", "label"], lineterminator="\n")
+    wr.writeheader()
+    wr.writerows(rows)
+    with atomic_path(out_dir / "labels.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    return rows
+
+
+def _write_bytes(path: Path, data: bytes, atomic_path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def run(params, out_dir: Path) -> dict:
+    """Stage entry: regenerate the demo raw folder from scratch."""
+    import shutil
+
+    from pipeline.config import resolve_workers
+
+    if (out_dir / "videos").exists():
+        shutil.rmtree(out_dir / "videos")
+    rows = generate(params.demo, out_dir, resolve_workers(params.frames.workers))
+    return {"clips": len(rows), "subjects": len({r["subject"] for r in rows})}

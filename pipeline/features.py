@@ -1,0 +1,204 @@
+"""`features` stage: named per-frame features from landmarks, in one Parquet file.
+
+All geometry is computed in isotropic source-pixel space, so the same face in a
+16:9 or a 4:3 frame, or at another resolution, gives the same values.
+
+Missing detections (stated policy): a face gap of at most ``features.max_gap_frames``
+frames between two detected frames is linearly interpolated and flagged in
+``face_filled``; longer gaps and gaps at a video's ends stay NaN with
+``face_present = 0``. Hand distances are NaN when no hand is seen (never invented).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import geometry as g
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    unit: str
+    lo: float  # expected range, checked by the validate stage
+    hi: float
+    description: str
+    face_derived: bool = True  # gaps in face detection are filled / flagged for these
+
+
+REGISTRY: dict[str, Feature] = {f.name: f for f in [
+    Feature("ear_left", "ratio", 0.0, 0.8, "eye aspect ratio, subject's left eye (6-point, 3D)"),
+    Feature("ear_right", "ratio", 0.0, 0.8, "eye aspect ratio, subject's right eye (6-point, 3D)"),
+    Feature("mar", "ratio", 0.0, 2.0, "mouth aspect ratio: inner-lip opening over mouth width"),
+    Feature("yaw", "deg", -90.0, 90.0, "head yaw, > 0 when the nose turns to image right"),
+    Feature("pitch", "deg", -90.0, 90.0, "head pitch, > 0 when the nose tilts up"),
+    Feature("roll", "deg", -180.0, 180.0, "head roll, > 0 when the head tilts clockwise in the image"),
+    Feature("gaze_x", "eye widths", -1.0, 1.0, "iris offset from the eye centre along the eye axis (> 0 image right)"),
+    Feature("gaze_y", "eye widths", -1.0, 1.0, "iris offset across the eye axis (> 0 image down)"),
+    Feature("face_present", "flag", 0.0, 1.0, "1 when FaceMesh found a face in this frame", False),
+    Feature("hand_present", "flag", 0.0, 1.0, "1 when MediaPipe Hands found at least one hand", False),
+    Feature("hand_face_dist", "face widths", 0.0, 50.0,
+            "nearest hand point to the nose tip, over the outer-eye-corner distance; NaN without a hand", False),
+    Feature("hand_ear_dist", "face widths", 0.0, 50.0,
+            "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand", False),
+]}
+ID_COLUMNS = ("video", "subject", "label", "frame", "t")
+FLAG_COLUMNS = ("face_filled",)
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a - b, axis=-1)
+
+
+def ear(face: np.ndarray, eye: tuple[int, ...]) -> np.ndarray:
+    """6-point eye aspect ratio (|p2-p6| + |p3-p5|) / (2 |p1-p4|) per frame."""
+    p = face[:, list(eye)]
+    return (_dist(p[:, 1], p[:, 5]) + _dist(p[:, 2], p[:, 4])) / (2 * _dist(p[:, 0], p[:, 3]))
+
+
+def mar(face: np.ndarray) -> np.ndarray:
+    """Mean inner-lip opening of three pairs over the inner-corner distance."""
+    v = np.mean([_dist(face[:, a], face[:, b]) for a, b in g.MOUTH_PAIRS], axis=0)
+    return v / _dist(face[:, g.MOUTH_CORNERS[0]], face[:, g.MOUTH_CORNERS[1]])
+
+
+def head_pose(face: np.ndarray) -> np.ndarray:
+    """(n, 3) yaw, pitch, roll in degrees from the landmarks' own 3D frame."""
+    return g.angles_from_matrix(g.head_frame(face))
+
+
+def gaze(face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Iris-centre offsets from the eye centres, in eye widths, averaged over both eyes."""
+    xs, ys = [], []
+    for (a, b), iris in (((33, 133), g.IRIS_RIGHT_CENTER), ((362, 263), g.IRIS_LEFT_CENTER)):
+        pa, pb, c = face[:, a, :2], face[:, b, :2], face[:, iris, :2]
+        axis = pb - pa
+        width = np.linalg.norm(axis, axis=-1)
+        u = axis / width[:, None]
+        perp = np.stack([-u[:, 1], u[:, 0]], axis=-1)  # image-down for a level eye
+        rel = c - (pa + pb) / 2
+        xs.append((rel * u).sum(-1) / width)
+        ys.append((rel * perp).sum(-1) / width)
+    return np.mean(xs, axis=0), np.mean(ys, axis=0)
+
+
+def hand_distances(face: np.ndarray, hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hand point to the nose tip / to either ear, in outer-eye-corner distances (2D)."""
+    scale = _dist(face[:, 33], face[:, 263])
+    pts = hands[..., :2].reshape(len(hands), -1, 2)  # (n, 2*21, 2), NaN for absent hands
+
+    def nearest(target: np.ndarray) -> np.ndarray:  # target (n, k, 2)
+        d = np.linalg.norm(pts[:, :, None] - target[:, None], axis=-1)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(d).all(axis=(1, 2)), np.nan, np.nanmin(np.where(np.isnan(d), np.inf, d), axis=(1, 2)))
+
+    to_face = nearest(face[:, [g.NOSE_TIP], :2])
+    to_ear = nearest(face[:, [g.EAR_RIGHT, g.EAR_LEFT], :2])
+    return to_face / scale, to_ear / scale
+
+
+def compute_frame_features(face: np.ndarray, hands: np.ndarray) -> dict[str, np.ndarray]:
+    """All registry features for (n,478,3) faces (NaN rows = no face) and (n,2,21,3) hands."""
+    face = face.astype(np.float64)
+    present = np.isfinite(face[:, 0, 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pose = np.full((len(face), 3), np.nan)
+        if present.any():
+            pose[present] = head_pose(face[present])
+        gx, gy = gaze(face)
+        hf, he = hand_distances(face, hands.astype(np.float64))
+        out = {
+            "ear_left": ear(face, g.EYE_LEFT),
+            "ear_right": ear(face, g.EYE_RIGHT),
+            "mar": mar(face),
+            "yaw": pose[:, 0], "pitch": pose[:, 1], "roll": pose[:, 2],
+            "gaze_x": gx, "gaze_y": gy,
+            "face_present": present.astype(np.float64),
+            "hand_present": np.isfinite(hands[:, :, 0, 0]).any(axis=1).astype(np.float64),
+            "hand_face_dist": hf, "hand_ear_dist": he,
+        }
+    assert list(out) == list(REGISTRY), "compute_frame_features and REGISTRY disagree"
+    return out
+
+
+def fill_short_gaps(values: np.ndarray, present: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly interpolate runs of ``~present`` no longer than ``max_gap`` with detections on both sides.
+
+    Returns (values with those rows filled, boolean mask of filled rows). ``values`` is (n,) or (n, k).
+    """
+    n = len(present)
+    filled = np.zeros(n, bool)
+    out = values.astype(np.float64, copy=True)
+    if max_gap <= 0 or present.all() or not present.any():
+        return out, filled
+    idx = np.flatnonzero(present)
+    for a, b in zip(idx[:-1], idx[1:], strict=True):
+        gap = b - a - 1
+        if 0 < gap <= max_gap:
+            w = (np.arange(1, gap + 1) / (gap + 1)).reshape(-1, *([1] * (out.ndim - 1)))
+            out[a + 1:b] = out[a] * (1 - w) + out[b] * w
+            filled[a + 1:b] = True
+    return out, filled
+
+
+def video_features(lm: dict[str, np.ndarray], max_gap: int) -> pd.DataFrame:
+    """Feature table of one video (without ids) under the missing-detection policy."""
+    feats = compute_frame_features(lm["face"], lm["hands"])
+    present = feats["face_present"] > 0
+    face_names = [k for k, f in REGISTRY.items() if f.face_derived]
+    block = np.stack([feats[k] for k in face_names], axis=1)
+    block, filled = fill_short_gaps(block, present, max_gap)
+    for j, k in enumerate(face_names):
+        feats[k] = block[:, j]
+    df = pd.DataFrame({k: np.asarray(v, np.float32) for k, v in feats.items()})
+    df["face_filled"] = filled.astype(np.int8)
+    return df
+
+
+def registry_json() -> str:
+    import json
+
+    return json.dumps([asdict(f) for f in REGISTRY.values()], sort_keys=True)
+
+
+def run(params, landmarks_dir, frames_dir, out_path, quarantine_path) -> dict:
+    """Stage entry: every landmark file -> ``features.parquet``; merges the quarantine lists."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from pipeline.io import read_json, write_json, write_parquet
+    from pipeline.labels import load_labels
+    from pipeline.landmarks import read_landmarks
+
+    entries = {e.video_id: e for e in load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)}
+    frames_manifest = read_json(Path(frames_dir) / "manifest.json")
+    lm_manifest = read_json(Path(landmarks_dir) / "manifest.json")
+    parts = []
+    for vid, info in tqdm(sorted(lm_manifest["videos"].items()), desc="features", unit="video", disable=None):
+        if info["status"] != "ok":
+            continue
+        e = entries[vid]
+        lm = read_landmarks(Path(landmarks_dir) / f"{vid}.parquet")
+        df = video_features(lm, params.features.max_gap_frames)
+        t = lm["t"]
+        df.insert(0, "t", t)
+        df.insert(0, "frame", lm["frame"].astype(np.int32))
+        df.insert(0, "label", pd.array([e.label_at(x) for x in t], dtype="string"))
+        df.insert(0, "subject", pd.array([e.subject] * len(df), dtype="string"))
+        df.insert(0, "video", pd.array([vid] * len(df), dtype="string"))
+        parts.append(df)
+    if not parts:
+        raise RuntimeError("no video survived frames and landmarks; see the quarantine list in "
+                           f"{frames_dir}/manifest.json and {landmarks_dir}/manifest.json")
+    table = pd.concat(parts, ignore_index=True)
+    write_parquet(table, out_path, metadata={"features": registry_json()})
+    quarantined = [v for m in (frames_manifest, lm_manifest) for v in m["videos"].values()
+                   if v["status"] == "quarantined"]
+    write_json(quarantine_path, {"quarantined": sorted(quarantined, key=lambda v: v["video_id"]),
+                                 "ignored_files": frames_manifest.get("ignored_files", [])})
+    return {"videos": len(parts), "frames": len(table), "quarantined": len(quarantined),
+            "face_rate": float(table["face_present"].mean())}
