@@ -398,7 +398,7 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
     from pipeline.io import atomic_path
 
     h, w = frames[0].shape[:2]
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not vw.isOpened():
             raise RuntimeError(f"OpenCV cannot open a mp4v writer for {path}")

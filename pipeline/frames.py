@@ -70,10 +70,10 @@ def probe(path: Path) -> tuple[int, int, float, int]:
 
 
 def resample_index(src_frames: int, src_fps: float, fps: float) -> np.ndarray:
-    """Source frame nearest to each output time k/fps, for k while k/fps < duration."""
+    """Source frame on screen at each output time k/fps (sample and hold), while k/fps < duration."""
     duration = src_frames / src_fps
     n = int(np.floor(duration * fps + 1e-9))
-    idx = np.floor(np.arange(n) * src_fps / fps + 0.5 + 1e-9).astype(np.int64)
+    idx = np.floor(np.arange(n) * src_fps / fps + 1e-6).astype(np.int64)
     return np.minimum(idx, src_frames - 1)
 
 

@@ -14,14 +14,16 @@ import pandas as pd
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only on success.
 
-    A process killed mid-write leaves at most a ``.tmp-*`` file that no stage reads.
+    A process killed mid-write leaves at most a hidden ``.<name>.*.tmp`` file that no
+    stage reads. ``keep_suffix`` appends the real suffix (for writers that pick a
+    format from it, like OpenCV's VideoWriter).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent, suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else ""))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
