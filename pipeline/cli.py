@@ -1,6 +1,6 @@
 """Command line: one sub-command per stage, each a thin wrapper over ``<stage>.run``.
 
-    python -m pipeline.cli frames --params params.yaml
+python -m pipeline.cli frames --params params.yaml
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import typer
 from pipeline.config import ConfigError, load_params
 from pipeline.labels import LabelsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Driver-behaviour pipeline stages.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Driver-behaviour pipeline stages."
+)
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 
 
@@ -31,8 +33,10 @@ def _run(fn, *args) -> None:
 
 
 @app.command()
-def demo(params: ParamsOpt = Path("params.yaml"),
-         out: Annotated[Path, typer.Option(help="raw folder to write")] = Path("data/raw")) -> None:
+def demo(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="raw folder to write")] = Path("data/raw"),
+) -> None:
     """Generate the synthetic demo videos and labels.csv."""
     from pipeline import demo as stage
 
@@ -40,8 +44,10 @@ def demo(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
-def frames(params: ParamsOpt = Path("params.yaml"),
-           out: Annotated[Path, typer.Option(help="output folder")] = Path("data/frames")) -> None:
+def frames(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/frames"),
+) -> None:
     """Validate labels, then plan fixed-fps letterboxed frames for every video."""
     from pipeline import frames as stage
 
@@ -49,9 +55,11 @@ def frames(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
-def landmarks(params: ParamsOpt = Path("params.yaml"),
-              frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
-              out: Annotated[Path, typer.Option(help="output folder")] = Path("data/landmarks")) -> None:
+def landmarks(
+    params: ParamsOpt = Path("params.yaml"),
+    frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/landmarks"),
+) -> None:
     """MediaPipe FaceMesh (+ Hands) landmarks per video, in source pixels."""
     from pipeline import landmarks as stage
 
@@ -59,12 +67,13 @@ def landmarks(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
-def features(params: ParamsOpt = Path("params.yaml"),
-             landmarks_dir: Annotated[Path, typer.Option("--landmarks")] = Path("data/landmarks"),
-             frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
-             out: Annotated[Path, typer.Option(help="features Parquet")] = Path("data/features.parquet"),
-             quarantine: Annotated[Path, typer.Option(help="merged quarantine list")] = Path(
-                 "data/quarantine.json")) -> None:
+def features(
+    params: ParamsOpt = Path("params.yaml"),
+    landmarks_dir: Annotated[Path, typer.Option("--landmarks")] = Path("data/landmarks"),
+    frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+    out: Annotated[Path, typer.Option(help="features Parquet")] = Path("data/features.parquet"),
+    quarantine: Annotated[Path, typer.Option(help="merged quarantine list")] = Path("data/quarantine.json"),
+) -> None:
     """Per-frame features from landmarks into one Parquet file."""
     from pipeline import features as stage
 

@@ -123,9 +123,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(f"params key '{key}' must be a {tp.__name__}, got a boolean")
     if not isinstance(value, tp):
-        raise ConfigError(
-            f"params key '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"params key '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 

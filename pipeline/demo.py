@@ -94,13 +94,28 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     img = np.broadcast_to(base + 25 * (1 - yy), (h, w, 3)).astype(np.float32).copy()
     side = rng.integers(2)
     x0 = int(w * (0.62 if side else 0.0))
-    win = np.array([[x0, int(h * 0.08)], [x0 + int(w * 0.38), int(h * 0.05)],
-                    [x0 + int(w * 0.38), int(h * 0.55)], [x0 + int(w * 0.05), int(h * 0.6)]], np.int32)
+    win = np.array(
+        [
+            [x0, int(h * 0.08)],
+            [x0 + int(w * 0.38), int(h * 0.05)],
+            [x0 + int(w * 0.38), int(h * 0.55)],
+            [x0 + int(w * 0.05), int(h * 0.6)],
+        ],
+        np.int32,
+    )
     cv2.fillConvexPoly(img, win, tuple(float(v) for v in rng.uniform(110, 190, 3)))
     px = int(w * (0.6 if side else 0.38))
     cv2.rectangle(img, (px, 0), (px + int(w * 0.05), h), (base * 0.7,) * 3, -1)
-    cv2.ellipse(img, (w // 2 + int(rng.integers(-20, 20)), int(h * 0.45)), (int(w * 0.2), int(h * 0.32)),
-                0, 0, 360, (base * 0.6, base * 0.55, base * 0.5), -1)
+    cv2.ellipse(
+        img,
+        (w // 2 + int(rng.integers(-20, 20)), int(h * 0.45)),
+        (int(w * 0.2), int(h * 0.32)),
+        0,
+        0,
+        360,
+        (base * 0.6, base * 0.55, base * 0.5),
+        -1,
+    )
     cv2.line(img, (int(w * 0.75), h), (int(w * 0.2), int(h * 0.55)), (25, 25, 28), int(w * 0.04))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -120,8 +135,9 @@ def _compose(src: np.ndarray, src_face: np.ndarray, rng: np.random.Generator, w:
     placed = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     mask = np.zeros((h, w), np.float32)
     fw = (hi[0] - lo[0]) * s
-    cv2.ellipse(mask, (round(cx), round(cy - 0.03 * target)), (round(fw * 0.6), round(target * 0.66)),
-                0, 0, 360, 1.0, -1)
+    cv2.ellipse(
+        mask, (round(cx), round(cy - 0.03 * target)), (round(fw * 0.6), round(target * 0.66)), 0, 0, 360, 1.0, -1
+    )
     mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, target * 0.06))[..., None]
     bg = _background(rng, w, h).astype(np.float32)
     return (placed * mask + bg * (1 - mask)).astype(np.uint8)
@@ -165,14 +181,16 @@ def make_subject(name: str, photo: np.ndarray, rng: np.random.Generator, w: int,
     outer[:, 1] = outer[:, 1].clip(1, h - 2)
     bx = np.linspace(0, w - 1, 9)
     by = np.linspace(0, h - 1, 7)
-    border = np.array([(x, 0) for x in bx] + [(x, h - 1) for x in bx]
-                      + [(0, y) for y in by[1:-1]] + [(w - 1, y) for y in by[1:-1]], float)
+    border = np.array(
+        [(x, 0) for x in bx] + [(x, h - 1) for x in bx] + [(0, y) for y in by[1:-1]] + [(w - 1, y) for y in by[1:-1]],
+        float,
+    )
     border = np.c_[border, np.full(len(border), face[:, 2].mean())]
     ctrl = np.vstack([face, inner, outer, border])
     tris = Delaunay(ctrl[:, :2]).simplices.astype(np.int32)
     cheek = face[[50, 280], :2].mean(0).round().astype(int)
     y0, x0 = np.clip(cheek[::-1], 2, [h - 3, w - 3])
-    skin = tuple(int(v) for v in np.median(still[y0 - 2:y0 + 3, x0 - 2:x0 + 3].reshape(-1, 3), 0))
+    skin = tuple(int(v) for v in np.median(still[y0 - 2 : y0 + 3, x0 - 2 : x0 + 3].reshape(-1, 3), 0))
     return Subject(name, still, ctrl, len(inner), tris, skin, float(rng.uniform(2.0, 6.0)))
 
 
@@ -246,8 +264,7 @@ def script(label: str, rng: np.random.Generator, n: int, fps: float) -> dict[str
     else:
         raise ValueError(f"unknown demo class {label!r}")
     close = np.clip(np.maximum(eyes, blink), 0, 1)
-    return {"yaw": yaw, "pitch": pitch, "roll": roll, "eyes": close, "mouth": mouth,
-            "phone": np.full(n, phone)}
+    return {"yaw": yaw, "pitch": pitch, "roll": roll, "eyes": close, "mouth": mouth, "phone": np.full(n, phone)}
 
 
 # --- one frame ------------------------------------------------------------------------------
@@ -277,8 +294,7 @@ def deform(sub: Subject, yaw: float, pitch: float, roll: float, eyes: float, mou
             p[k, 0] += sgn * 0.08 * mouth * width
     lo, hi = sub.ctrl[: g.N_FACE, :2].min(0), sub.ctrl[: g.N_FACE, :2].max(0)
     fw = hi[0] - lo[0]
-    pivot = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2 + 0.1 * fw,
-                      sub.ctrl[: g.N_FACE, 2].mean() + 0.75 * fw])
+    pivot = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2 + 0.1 * fw, sub.ctrl[: g.N_FACE, 2].mean() + 0.75 * fw])
     r = g.rotation_matrix(yaw, pitch, roll)
     p[: g.N_FACE] = (p[: g.N_FACE] - pivot) @ r.T + pivot
     inner = slice(g.N_FACE, g.N_FACE + sub.n_inner)
@@ -347,10 +363,18 @@ def paint(img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: fl
     if eyes > 0.3:
         layer = img.copy()
         for contour, lower in ((g.EYE_RIGHT_CONTOUR, g.EYE_RIGHT_LOWER), (g.EYE_LEFT_CONTOUR, g.EYE_LEFT_LOWER)):
-            cv2.fillPoly(layer, [np.round(face[list(contour)] * 4).astype(np.int32)], sub.skin,
-                         lineType=cv2.LINE_AA, shift=2)
-            cv2.polylines(layer, [np.round(face[list(lower)] * 4).astype(np.int32)], False, (30, 25, 25),
-                          1, lineType=cv2.LINE_AA, shift=2)
+            cv2.fillPoly(
+                layer, [np.round(face[list(contour)] * 4).astype(np.int32)], sub.skin, lineType=cv2.LINE_AA, shift=2
+            )
+            cv2.polylines(
+                layer,
+                [np.round(face[list(lower)] * 4).astype(np.int32)],
+                False,
+                (30, 25, 25),
+                1,
+                lineType=cv2.LINE_AA,
+                shift=2,
+            )
         a = float(np.clip((eyes - 0.3) / 0.5, 0, 1))
         cv2.addWeighted(layer, a, img, 1 - a, 0, dst=img)
     if phone in (-1.0, 1.0):
@@ -359,18 +383,28 @@ def paint(img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: fl
         box = cv2.boxPoints(((float(c[0]), float(c[1])), (0.2 * fw, 0.55 * fh), float(phone * 12)))
         cv2.fillConvexPoly(img, np.round(box).astype(np.int32), (22, 22, 26), lineType=cv2.LINE_AA)
         hand = (round(c[0] + phone * 0.05 * fw), round(c[1] + 0.28 * fh))
-        cv2.ellipse(img, hand, (round(0.17 * fw), round(0.2 * fh)), phone * 20, 0, 360, sub.skin, -1,
-                    lineType=cv2.LINE_AA)
+        cv2.ellipse(
+            img, hand, (round(0.17 * fw), round(0.2 * fh)), phone * 20, 0, 360, sub.skin, -1, lineType=cv2.LINE_AA
+        )
     elif phone == 2.0:
-        h, w = img.shape[:2]
+        h = img.shape[0]
         cx, cy = float(face[:, 0].mean()), min(h - 0.1 * fh, face[:, 1].max() + 0.55 * fh)
         box = cv2.boxPoints(((cx, cy), (0.45 * fw, 0.28 * fh), 0.0))
         cv2.fillConvexPoly(img, np.round(box).astype(np.int32), (20, 20, 24), lineType=cv2.LINE_AA)
         screen = cv2.boxPoints(((cx, cy), (0.38 * fw, 0.2 * fh), 0.0))
         cv2.fillConvexPoly(img, np.round(screen).astype(np.int32), (200, 225, 245), lineType=cv2.LINE_AA)
         for sgn in (-1, 1):
-            cv2.ellipse(img, (round(cx + sgn * 0.26 * fw), round(cy + 0.08 * fh)),
-                        (round(0.12 * fw), round(0.16 * fh)), 0, 0, 360, sub.skin, -1, lineType=cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                (round(cx + sgn * 0.26 * fw), round(cy + 0.08 * fh)),
+                (round(0.12 * fw), round(0.16 * fh)),
+                0,
+                0,
+                360,
+                sub.skin,
+                -1,
+                lineType=cv2.LINE_AA,
+            )
 
 
 def render_clip(sub: Subject, label: str, seed: int, n: int, fps: float) -> list[np.ndarray]:
@@ -453,8 +487,16 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
         for ci, label in enumerate(CLASSES):
             for k in range(p.clips_per_class):
                 rel = f"videos/{sid}_{label}_{k + 1}.mp4"
-                jobs.append((sub, label, int(np.random.SeedSequence([p.seed, si, ci, k]).generate_state(1)[0] % 2**31),
-                             n, p.fps, rel))
+                jobs.append(
+                    (
+                        sub,
+                        label,
+                        int(np.random.SeedSequence([p.seed, si, ci, k]).generate_state(1)[0] % 2**31),
+                        n,
+                        p.fps,
+                        rel,
+                    )
+                )
                 rows.append({"video": rel, "subject": sid, "label": label})
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(jobs), desc="demo clips", unit="clip", disable=None)

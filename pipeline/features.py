@@ -11,6 +11,7 @@ frames between two detected frames is linearly interpolated and flagged in
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,22 +30,39 @@ class Feature:
     face_derived: bool = True  # gaps in face detection are filled / flagged for these
 
 
-REGISTRY: dict[str, Feature] = {f.name: f for f in [
-    Feature("ear_left", "ratio", 0.0, 0.8, "eye aspect ratio, subject's left eye (6-point, 3D)"),
-    Feature("ear_right", "ratio", 0.0, 0.8, "eye aspect ratio, subject's right eye (6-point, 3D)"),
-    Feature("mar", "ratio", 0.0, 2.0, "mouth aspect ratio: inner-lip opening over mouth width"),
-    Feature("yaw", "deg", -90.0, 90.0, "head yaw, > 0 when the nose turns to image right"),
-    Feature("pitch", "deg", -90.0, 90.0, "head pitch, > 0 when the nose tilts up"),
-    Feature("roll", "deg", -180.0, 180.0, "head roll, > 0 when the head tilts clockwise in the image"),
-    Feature("gaze_x", "eye widths", -1.0, 1.0, "iris offset from the eye centre along the eye axis (> 0 image right)"),
-    Feature("gaze_y", "eye widths", -1.0, 1.0, "iris offset across the eye axis (> 0 image down)"),
-    Feature("face_present", "flag", 0.0, 1.0, "1 when FaceMesh found a face in this frame", False),
-    Feature("hand_present", "flag", 0.0, 1.0, "1 when MediaPipe Hands found at least one hand", False),
-    Feature("hand_face_dist", "face widths", 0.0, 50.0,
-            "nearest hand point to the nose tip, over the outer-eye-corner distance; NaN without a hand", False),
-    Feature("hand_ear_dist", "face widths", 0.0, 50.0,
-            "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand", False),
-]}
+REGISTRY: dict[str, Feature] = {
+    f.name: f
+    for f in [
+        Feature("ear_left", "ratio", 0.0, 0.8, "eye aspect ratio, subject's left eye (6-point, 3D)"),
+        Feature("ear_right", "ratio", 0.0, 0.8, "eye aspect ratio, subject's right eye (6-point, 3D)"),
+        Feature("mar", "ratio", 0.0, 2.0, "mouth aspect ratio: inner-lip opening over mouth width"),
+        Feature("yaw", "deg", -90.0, 90.0, "head yaw, > 0 when the nose turns to image right"),
+        Feature("pitch", "deg", -90.0, 90.0, "head pitch, > 0 when the nose tilts up"),
+        Feature("roll", "deg", -180.0, 180.0, "head roll, > 0 when the head tilts clockwise in the image"),
+        Feature(
+            "gaze_x", "eye widths", -1.0, 1.0, "iris offset from the eye centre along the eye axis (> 0 image right)"
+        ),
+        Feature("gaze_y", "eye widths", -1.0, 1.0, "iris offset across the eye axis (> 0 image down)"),
+        Feature("face_present", "flag", 0.0, 1.0, "1 when FaceMesh found a face in this frame", False),
+        Feature("hand_present", "flag", 0.0, 1.0, "1 when MediaPipe Hands found at least one hand", False),
+        Feature(
+            "hand_face_dist",
+            "face widths",
+            0.0,
+            50.0,
+            "nearest hand point to the nose tip, over the outer-eye-corner distance; NaN without a hand",
+            False,
+        ),
+        Feature(
+            "hand_ear_dist",
+            "face widths",
+            0.0,
+            50.0,
+            "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand",
+            False,
+        ),
+    ]
+}
 ID_COLUMNS = ("video", "subject", "label", "frame", "t")
 FLAG_COLUMNS = ("face_filled",)
 
@@ -93,7 +111,9 @@ def hand_distances(face: np.ndarray, hands: np.ndarray) -> tuple[np.ndarray, np.
     def nearest(target: np.ndarray) -> np.ndarray:  # target (n, k, 2)
         d = np.linalg.norm(pts[:, :, None] - target[:, None], axis=-1)
         with np.errstate(invalid="ignore"):
-            return np.where(np.isnan(d).all(axis=(1, 2)), np.nan, np.nanmin(np.where(np.isnan(d), np.inf, d), axis=(1, 2)))
+            return np.where(
+                np.isnan(d).all(axis=(1, 2)), np.nan, np.nanmin(np.where(np.isnan(d), np.inf, d), axis=(1, 2))
+            )
 
     to_face = nearest(face[:, [g.NOSE_TIP], :2])
     to_ear = nearest(face[:, [g.EAR_RIGHT, g.EAR_LEFT], :2])
@@ -114,11 +134,15 @@ def compute_frame_features(face: np.ndarray, hands: np.ndarray) -> dict[str, np.
             "ear_left": ear(face, g.EYE_LEFT),
             "ear_right": ear(face, g.EYE_RIGHT),
             "mar": mar(face),
-            "yaw": pose[:, 0], "pitch": pose[:, 1], "roll": pose[:, 2],
-            "gaze_x": gx, "gaze_y": gy,
+            "yaw": pose[:, 0],
+            "pitch": pose[:, 1],
+            "roll": pose[:, 2],
+            "gaze_x": gx,
+            "gaze_y": gy,
             "face_present": present.astype(np.float64),
             "hand_present": np.isfinite(hands[:, :, 0, 0]).any(axis=1).astype(np.float64),
-            "hand_face_dist": hf, "hand_ear_dist": he,
+            "hand_face_dist": hf,
+            "hand_ear_dist": he,
         }
     assert list(out) == list(REGISTRY), "compute_frame_features and REGISTRY disagree"
     return out
@@ -135,12 +159,12 @@ def fill_short_gaps(values: np.ndarray, present: np.ndarray, max_gap: int) -> tu
     if max_gap <= 0 or present.all() or not present.any():
         return out, filled
     idx = np.flatnonzero(present)
-    for a, b in zip(idx[:-1], idx[1:], strict=True):
+    for a, b in itertools.pairwise(idx):
         gap = b - a - 1
         if 0 < gap <= max_gap:
             w = (np.arange(1, gap + 1) / (gap + 1)).reshape(-1, *([1] * (out.ndim - 1)))
-            out[a + 1:b] = out[a] * (1 - w) + out[b] * w
-            filled[a + 1:b] = True
+            out[a + 1 : b] = out[a] * (1 - w) + out[b] * w
+            filled[a + 1 : b] = True
     return out, filled
 
 
@@ -192,13 +216,25 @@ def run(params, landmarks_dir, frames_dir, out_path, quarantine_path) -> dict:
         df.insert(0, "video", pd.array([vid] * len(df), dtype="string"))
         parts.append(df)
     if not parts:
-        raise RuntimeError("no video survived frames and landmarks; see the quarantine list in "
-                           f"{frames_dir}/manifest.json and {landmarks_dir}/manifest.json")
+        raise RuntimeError(
+            "no video survived frames and landmarks; see the quarantine list in "
+            f"{frames_dir}/manifest.json and {landmarks_dir}/manifest.json"
+        )
     table = pd.concat(parts, ignore_index=True)
     write_parquet(table, out_path, metadata={"features": registry_json()})
-    quarantined = [v for m in (frames_manifest, lm_manifest) for v in m["videos"].values()
-                   if v["status"] == "quarantined"]
-    write_json(quarantine_path, {"quarantined": sorted(quarantined, key=lambda v: v["video_id"]),
-                                 "ignored_files": frames_manifest.get("ignored_files", [])})
-    return {"videos": len(parts), "frames": len(table), "quarantined": len(quarantined),
-            "face_rate": float(table["face_present"].mean())}
+    quarantined = [
+        v for m in (frames_manifest, lm_manifest) for v in m["videos"].values() if v["status"] == "quarantined"
+    ]
+    write_json(
+        quarantine_path,
+        {
+            "quarantined": sorted(quarantined, key=lambda v: v["video_id"]),
+            "ignored_files": frames_manifest.get("ignored_files", []),
+        },
+    )
+    return {
+        "videos": len(parts),
+        "frames": len(table),
+        "quarantined": len(quarantined),
+        "face_rate": float(table["face_present"].mean()),
+    }

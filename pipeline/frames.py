@@ -154,15 +154,22 @@ def plan_table(plan: Plan, qc: dict[str, np.ndarray], rel: str):
     """The per-video Parquet table (pyarrow) with the transform in its metadata."""
     import pyarrow as pa
 
-    table = pa.table({
-        "frame": pa.array(np.arange(plan.n, dtype=np.int32)),
-        "t": pa.array(np.arange(plan.n) / plan.fps),
-        "src_frame": pa.array(plan.src_index.astype(np.int32)),
-        "luma_mean": pa.array(qc["luma_mean"]),
-        "luma_std": pa.array(qc["luma_std"]),
-    })
-    meta = {"letterbox": plan.box.as_dict(), "src_fps": plan.src_fps, "src_frames": plan.src_frames,
-            "fps": plan.fps, "video": rel}
+    table = pa.table(
+        {
+            "frame": pa.array(np.arange(plan.n, dtype=np.int32)),
+            "t": pa.array(np.arange(plan.n) / plan.fps),
+            "src_frame": pa.array(plan.src_index.astype(np.int32)),
+            "luma_mean": pa.array(qc["luma_mean"]),
+            "luma_std": pa.array(qc["luma_std"]),
+        }
+    )
+    meta = {
+        "letterbox": plan.box.as_dict(),
+        "src_fps": plan.src_fps,
+        "src_frames": plan.src_frames,
+        "fps": plan.fps,
+        "video": rel,
+    }
     return table.replace_schema_metadata({b"frames": json.dumps(meta, sort_keys=True).encode()})
 
 
@@ -172,8 +179,13 @@ def read_plan(path: Path) -> Plan:
 
     table = pq.read_table(path, columns=["src_frame"])
     meta = json.loads(table.schema.metadata[b"frames"])
-    return Plan(Letterbox(**meta["letterbox"]), meta["src_fps"], meta["src_frames"], meta["fps"],
-                table.column("src_frame").to_numpy().astype(np.int64))
+    return Plan(
+        Letterbox(**meta["letterbox"]),
+        meta["src_fps"],
+        meta["src_frames"],
+        meta["fps"],
+        table.column("src_frame").to_numpy().astype(np.int64),
+    )
 
 
 def process_video(job: tuple[str, str, Path, Path, float, int, int]) -> dict:
@@ -186,11 +198,22 @@ def process_video(job: tuple[str, str, Path, Path, float, int, int]) -> dict:
     except VideoError as exc:
         return {"video_id": vid, "video": rel, "status": "quarantined", "stage": "frames", "reason": str(exc)}
     except Exception as exc:  # an unexpected decoder failure must not kill the whole run
-        return {"video_id": vid, "video": rel, "status": "quarantined", "stage": "frames",
-                "reason": f"unexpected error: {type(exc).__name__}: {exc}"}
+        return {
+            "video_id": vid,
+            "video": rel,
+            "status": "quarantined",
+            "stage": "frames",
+            "reason": f"unexpected error: {type(exc).__name__}: {exc}",
+        }
     write_table(plan_table(plan, qc, rel), out_dir / f"{vid}.parquet")
-    return {"video_id": vid, "video": rel, "status": "ok", "frames": plan.n,
-            "src_size": [plan.box.src_w, plan.box.src_h], "src_fps": round(plan.src_fps, 4)}
+    return {
+        "video_id": vid,
+        "video": rel,
+        "status": "ok",
+        "frames": plan.n,
+        "src_size": [plan.box.src_w, plan.box.src_h],
+        "src_fps": round(plan.src_fps, 4),
+    }
 
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
@@ -214,8 +237,10 @@ def run(params, out_dir: Path) -> dict:
 
     entries = load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(e.video_id, e.rel, e.path, out_dir, params.frames.fps, params.frames.canvas, params.windows.size)
-            for e in entries]
+    jobs = [
+        (e.video_id, e.rel, e.path, out_dir, params.frames.fps, params.frames.canvas, params.windows.size)
+        for e in entries
+    ]
     videos = {}
     for res in map_videos(process_video, jobs, resolve_workers(params.frames.workers), "frames"):
         videos[res["video_id"]] = res
@@ -225,7 +250,9 @@ def run(params, out_dir: Path) -> dict:
     ignored = unlabelled_files(raw, {e.path for e in entries}, params.data.labels_file)
     for f in ignored:
         log.warning("ignored %s: not listed in %s", f, params.data.labels_file)
-    write_json(out_dir / "manifest.json", {"videos": videos, "ignored_files": ignored,
-                                           "fps": params.frames.fps, "canvas": params.frames.canvas})
+    write_json(
+        out_dir / "manifest.json",
+        {"videos": videos, "ignored_files": ignored, "fps": params.frames.fps, "canvas": params.frames.canvas},
+    )
     ok = sum(v["status"] == "ok" for v in videos.values())
     return {"videos": len(videos), "ok": ok, "quarantined": len(videos) - ok, "ignored_files": len(ignored)}

@@ -35,8 +35,44 @@ MOUTH_CORNERS = (78, 308)
 MOUTH_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 UPPER_LIP_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317, 402, 318, 324)
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
 FOREHEAD = 10
 CHIN = 152
 NOSE_TIP = 1
@@ -65,8 +101,7 @@ class Letterbox:
         canvas_h = canvas_w if canvas_h is None else canvas_h
         scale = min(canvas_w / src_w, canvas_h / src_h)
         new_w, new_h = round(src_w * scale), round(src_h * scale)
-        return cls(src_w, src_h, canvas_w, canvas_h, scale,
-                   (canvas_w - new_w) // 2, (canvas_h - new_h) // 2)
+        return cls(src_w, src_h, canvas_w, canvas_h, scale, (canvas_w - new_w) // 2, (canvas_h - new_h) // 2)
 
     @property
     def inner_size(self) -> tuple[int, int]:
@@ -106,7 +141,7 @@ def letterbox_image(img: np.ndarray, box: Letterbox, out: np.ndarray | None = No
     if out is None:
         out = np.zeros((box.canvas_h, box.canvas_w, 3), np.uint8)
     w, h = box.inner_size
-    region = out[box.pad_y:box.pad_y + h, box.pad_x:box.pad_x + w]
+    region = out[box.pad_y : box.pad_y + h, box.pad_x : box.pad_x + w]
     if (w, h) == (box.src_w, box.src_h):
         region[...] = img
     else:

@@ -23,7 +23,9 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else ""))
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

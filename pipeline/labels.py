@@ -128,7 +128,9 @@ def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...])
         ids[vid] = p.as_posix()
         entry = by_video.setdefault(p.as_posix(), {"vid": vid, "full": full, "subject": subject, "segs": []})
         if entry["subject"] != subject:
-            raise _row_err(path, row, f"video '{rel}' is given subject '{subject}' here but '{entry['subject']}' earlier")
+            raise _row_err(
+                path, row, f"video '{rel}' is given subject '{subject}' here but '{entry['subject']}' earlier"
+            )
         for prev_row, seg in entry["segs"]:
             if start < seg.end_s and seg.start_s < end:
                 what = "a second label for the whole clip" if math.isinf(end) and start == 0 else "a segment"

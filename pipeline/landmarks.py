@@ -39,14 +39,18 @@ class Models:
 
         cv2.setNumThreads(1)
         fm = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=True,
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
         )
         hd = None
         if self.hands:
             hd = mp.solutions.hands.Hands(
-                static_image_mode=False, max_num_hands=2, model_complexity=self.hands_complexity,
+                static_image_mode=False,
+                max_num_hands=2,
+                model_complexity=self.hands_complexity,
                 min_detection_confidence=self.min_detection_confidence,
                 min_tracking_confidence=self.min_tracking_confidence,
             )
@@ -58,12 +62,21 @@ def schema():
 
     face = pa.list_(pa.float32(), N_FACE * 3)
     hand = pa.list_(pa.float32(), N_HAND * 3)
-    return pa.schema([
-        ("frame", pa.int32()), ("t", pa.float64()), ("face_present", pa.bool_()), ("face", face),
-        ("hand_count", pa.int8()), ("hand0", hand), ("hand1", hand),
-        ("hand0_side", pa.string()), ("hand1_side", pa.string()),
-        ("hand0_score", pa.float32()), ("hand1_score", pa.float32()),
-    ])
+    return pa.schema(
+        [
+            ("frame", pa.int32()),
+            ("t", pa.float64()),
+            ("face_present", pa.bool_()),
+            ("face", face),
+            ("hand_count", pa.int8()),
+            ("hand0", hand),
+            ("hand1", hand),
+            ("hand0_side", pa.string()),
+            ("hand1_side", pa.string()),
+            ("hand0_score", pa.float32()),
+            ("hand1_score", pa.float32()),
+        ]
+    )
 
 
 class _Chunk:
@@ -125,9 +138,20 @@ def detect_video(video: Path, plan: Plan, models: Models, out: Path, rel: str) -
     from pipeline.io import atomic_path
 
     box = plan.box
-    sch = schema().with_metadata({b"landmarks": json.dumps(
-        {"letterbox": box.as_dict(), "video": rel, "fps": plan.fps, "space": "source pixels; z on the x scale",
-         "hands": models.hands}, sort_keys=True).encode()})
+    sch = schema().with_metadata(
+        {
+            b"landmarks": json.dumps(
+                {
+                    "letterbox": box.as_dict(),
+                    "video": rel,
+                    "fps": plan.fps,
+                    "space": "source pixels; z on the x scale",
+                    "hands": models.hands,
+                },
+                sort_keys=True,
+            ).encode()
+        }
+    )
     fm, hd = models.build()
     n_face = 0
     n_hand = 0
@@ -188,8 +212,12 @@ def process_video(job: tuple) -> dict:
         return {**entry, "status": "quarantined", "stage": "landmarks", "reason": str(exc)}
     except Exception as exc:
         out.unlink(missing_ok=True)
-        return {**entry, "status": "quarantined", "stage": "landmarks",
-                "reason": f"unexpected error: {type(exc).__name__}: {exc}"}
+        return {
+            **entry,
+            "status": "quarantined",
+            "stage": "landmarks",
+            "reason": f"unexpected error: {type(exc).__name__}: {exc}",
+        }
     return {**entry, "status": "ok", **stats, "face_fraction": round(frac, 4)}
 
 
@@ -230,9 +258,11 @@ def run(params, frames_dir: Path, out_dir: Path) -> dict:
     manifest = read_json(frames_dir / "manifest.json")
     models = Models(p.hands, p.hands_complexity, p.min_detection_confidence, p.min_tracking_confidence)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(vid, info["video"], entries[vid].path, frames_dir / f"{vid}.parquet", out_dir, models,
-             p.min_face_fraction)
-            for vid, info in sorted(manifest["videos"].items()) if info["status"] == "ok"]
+    jobs = [
+        (vid, info["video"], entries[vid].path, frames_dir / f"{vid}.parquet", out_dir, models, p.min_face_fraction)
+        for vid, info in sorted(manifest["videos"].items())
+        if info["status"] == "ok"
+    ]
     videos = {}
     for res in map_videos(process_video, jobs, resolve_workers(p.workers), "landmarks"):
         videos[res["video_id"]] = res
@@ -241,5 +271,9 @@ def run(params, frames_dir: Path, out_dir: Path) -> dict:
     write_json(out_dir / "manifest.json", {"videos": videos, "hands": p.hands})
     ok = [v for v in videos.values() if v["status"] == "ok"]
     frames = sum(v["frames"] for v in ok)
-    return {"videos": len(videos), "ok": len(ok), "quarantined": len(videos) - len(ok),
-            "face_rate": round(sum(v["face_frames"] for v in ok) / max(1, frames), 4)}
+    return {
+        "videos": len(videos),
+        "ok": len(ok),
+        "quarantined": len(videos) - len(ok),
+        "face_rate": round(sum(v["face_frames"] for v in ok) / max(1, frames), 4),
+    }

@@ -22,8 +22,20 @@ def canonical(face: np.ndarray) -> np.ndarray:
     return (face - face.mean(0)) @ g.head_frame(face)
 
 
-@pytest.mark.parametrize("ypr", [(0, 0, 0), (25, 0, 0), (-35, 0, 0), (0, 20, 0), (0, -25, 0), (0, 0, 15),
-                                 (0, 0, -30), (20, -15, 10), (-30, 10, -12)])
+@pytest.mark.parametrize(
+    "ypr",
+    [
+        (0, 0, 0),
+        (25, 0, 0),
+        (-35, 0, 0),
+        (0, 20, 0),
+        (0, -25, 0),
+        (0, 0, 15),
+        (0, 0, -30),
+        (20, -15, 10),
+        (-30, 10, -12),
+    ],
+)
 def test_rotated_mesh_gives_its_angles(neutral_face, ypr):
     rotated = canonical(neutral_face) @ g.rotation_matrix(*ypr).T + [160, 120, 0]
     np.testing.assert_allclose(head_pose(rotated[None])[0], ypr, atol=1e-6)
@@ -125,23 +137,35 @@ def test_same_face_at_two_resolutions_and_canvases_gives_same_features(clip_fram
 
     frames = clip_frames["yawn"][:10]
     base, lm0 = _measure(frames, tmp_path, "base", 320)  # 320x240 on a 320 canvas
-    big, lm1 = _measure([cv2.resize(f, (640, 480), interpolation=cv2.INTER_CUBIC) for f in frames],
-                        tmp_path, "big", 256)  # 2x resolution, smaller canvas
-    wide, lm2 = _measure([cv2.copyMakeBorder(f, 0, 0, 53, 54, cv2.BORDER_CONSTANT) for f in frames],
-                         tmp_path, "wide", 448)  # 16:9 frame (pillarboxed source), larger canvas
+    big, lm1 = _measure(
+        [cv2.resize(f, (640, 480), interpolation=cv2.INTER_CUBIC) for f in frames], tmp_path, "big", 256
+    )  # 2x resolution, smaller canvas
+    wide, lm2 = _measure(
+        [cv2.copyMakeBorder(f, 0, 0, 53, 54, cv2.BORDER_CONSTANT) for f in frames], tmp_path, "wide", 448
+    )  # 16:9 frame (pillarboxed source), larger canvas
     squash, _ = _measure([cv2.resize(f, (224, 224)) for f in frames], tmp_path, "squash", 224)
     assert (base["face_present"] == 1).all() and (big["face_present"] == 1).all() and (wide["face_present"] == 1).all()
     # landmarks land on the same source pixels
     assert np.nanmedian(np.abs(lm1["face"][..., :2] / 2 - lm0["face"][..., :2])) < 1.5
     assert np.nanmedian(np.abs(lm2["face"][..., :2] - [53, 0] - lm0["face"][..., :2])) < 1.5
-    tol = {"ear_left": 0.03, "ear_right": 0.03, "mar": 0.04, "yaw": 3.0, "pitch": 3.0, "roll": 2.0,
-           "gaze_x": 0.04, "gaze_y": 0.04}
+    tol = {
+        "ear_left": 0.03,
+        "ear_right": 0.03,
+        "mar": 0.04,
+        "yaw": 3.0,
+        "pitch": 3.0,
+        "roll": 2.0,
+        "gaze_x": 0.04,
+        "gaze_y": 0.04,
+    }
     for other in (big, wide):
         for k, t in tol.items():
             assert abs(other[k].mean() - base[k].mean()) < t, (k, other[k].mean(), base[k].mean())
     # and the test would catch the squash bug: treating 224x224 pixels as square distorts ratios
-    assert abs(squash["ear_left"].mean() - base["ear_left"].mean()) > 0.03 or \
-        abs(squash["mar"].mean() - base["mar"].mean()) > 0.04
+    assert (
+        abs(squash["ear_left"].mean() - base["ear_left"].mean()) > 0.03
+        or abs(squash["mar"].mean() - base["mar"].mean()) > 0.04
+    )
 
 
 def test_real_mediapipe_follows_commanded_yaw_and_mouth(subject, tmp_path):

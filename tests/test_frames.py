@@ -70,8 +70,15 @@ def bad_raw(tmp_path, clip_frames, subject):
     write_clip(raw / "videos" / "noface.mp4", [bg] * 20)
     write_clip(raw / "videos" / "short.mp4", clip_frames["normal"][:5])
     (raw / "videos" / "unlabelled.mp4").write_bytes(data)
-    rows = ["good.mp4,s1,yawn", "empty.mp4,s2,normal", "random.mp4,s3,normal", "truncated.mp4,s4,text",
-            "notes.txt,s5,normal", "noface.mp4,s6,normal", "short.mp4,s7,normal"]
+    rows = [
+        "good.mp4,s1,yawn",
+        "empty.mp4,s2,normal",
+        "random.mp4,s3,normal",
+        "truncated.mp4,s4,text",
+        "notes.txt,s5,normal",
+        "noface.mp4,s6,normal",
+        "short.mp4,s7,normal",
+    ]
     (raw / "labels.csv").write_text("video,subject,label\n" + "".join(f"videos/{r}\n" for r in rows))
     return raw
 

@@ -29,7 +29,7 @@ def test_letterbox_image_preserves_aspect_and_marks_map_back():
     centre_src = box.to_source(np.array([xs.mean(), ys.mean()]))
     np.testing.assert_allclose(centre_src, [300, 60], atol=1.0)
     # padding is black, above and below
-    assert out[: box.pad_y].max() == 0 and out[box.pad_y + box.inner_size[1]:].max() == 0
+    assert out[: box.pad_y].max() == 0 and out[box.pad_y + box.inner_size[1] :].max() == 0
 
 
 def test_normalized_to_source_is_isotropic():

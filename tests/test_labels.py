@@ -28,8 +28,11 @@ def test_clip_labels(raw):
 
 
 def test_segments(raw):
-    es = load(raw, "video,subject,label,start_s,end_s\n"
-                   "videos/long.mp4,s1,normal,0,10\nvideos/long.mp4,s1,yawn,10,14.5\nvideos/a.mp4,s2,text,,\n")
+    es = load(
+        raw,
+        "video,subject,label,start_s,end_s\n"
+        "videos/long.mp4,s1,normal,0,10\nvideos/long.mp4,s1,yawn,10,14.5\nvideos/a.mp4,s2,text,,\n",
+    )
     long, a = es
     assert long.label_at(9.99) == "normal" and long.label_at(10) == "yawn" and long.label_at(15) is None
     assert a.segments[0].end_s == math.inf
@@ -40,11 +43,19 @@ def test_segments(raw):
     [
         ("video,label\nvideos/a.mp4,yawn\n", r"missing column\(s\) \['subject'\]"),
         ("video,subject,label\nvideos/a.mp4,s1,sleeping\n", r"row 2: unknown label 'sleeping'"),
-        ("video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/zz.mp4,s1,yawn\n", r"row 3: video file 'videos/zz.mp4' not found"),
+        (
+            "video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/zz.mp4,s1,yawn\n",
+            r"row 3: video file 'videos/zz.mp4' not found",
+        ),
         ("video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/a.mp4,s1,yawn\n", r"row 3: duplicate of row 2"),
-        ("video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/a.mp4,s1,text\n", r"row 3: a second label .* overlapping row 2"),
-        ("video,subject,label,start_s,end_s\nvideos/long.mp4,s1,normal,0,10\nvideos/long.mp4,s1,yawn,9,12\n",
-         r"row 3: a segment overlapping row 2"),
+        (
+            "video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/a.mp4,s1,text\n",
+            r"row 3: a second label .* overlapping row 2",
+        ),
+        (
+            "video,subject,label,start_s,end_s\nvideos/long.mp4,s1,normal,0,10\nvideos/long.mp4,s1,yawn,9,12\n",
+            r"row 3: a segment overlapping row 2",
+        ),
         ("video,subject,label,start_s,end_s\nvideos/long.mp4,s1,normal,5,2\n", r"row 2: segment must satisfy"),
         ("video,subject,label\n../outside.mp4,s1,yawn\n", r"row 2: video path '../outside.mp4' leaves the raw folder"),
         ("video,subject,label\n/etc/passwd,s1,yawn\n", r"row 2: video path '/etc/passwd' leaves the raw folder"),

@@ -48,15 +48,24 @@ def test_killed_stage_leaves_no_trusted_half_output(clip_frames, tmp_path):
         rows.append(f"videos/c{i}.mp4,s{i},text\n")
     (raw / "labels.csv").write_text("video,subject,label\n" + "".join(rows))
     params = tmp_path / "params.yaml"
-    params.write_text(f"data: {{raw_dir: {raw}}}\nframes: {{workers: 1}}\nlandmarks: {{workers: 1}}\n"
-                      "windows: {size: 10}\n")
+    params.write_text(
+        f"data: {{raw_dir: {raw}}}\nframes: {{workers: 1}}\nlandmarks: {{workers: 1}}\nwindows: {{size: 10}}\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pipeline.cli"]
-    subprocess.run([*cmd, "frames", "--params", str(params), "--out", str(tmp_path / "fr")], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [*cmd, "frames", "--params", str(params), "--out", str(tmp_path / "fr")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     out = tmp_path / "lm"
-    proc = subprocess.Popen([*cmd, "landmarks", "--params", str(params), "--frames", str(tmp_path / "fr"),
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "landmarks", "--params", str(params), "--frames", str(tmp_path / "fr"), "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("*.parquet")):
         time.sleep(0.05)

@@ -1,0 +1,44 @@
+"""Shared bench helpers: demo clips to measure on, best-of timing, peak memory in a child."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def demo_clips(out: Path, n_subjects: int = 2, seconds: float = 6.0, size: tuple[int, int] = (320, 240)) -> list[Path]:
+    """Generate (once) a few demo clips: n_subjects x 4 classes."""
+    from pipeline.config import DemoParams
+    from pipeline.demo import generate
+
+    if not (out / "labels.csv").exists():
+        generate(
+            DemoParams(subjects=n_subjects, clips_per_class=1, seconds=seconds, width=size[0], height=size[1]),
+            out,
+            workers=2,
+        )
+    return sorted((out / "videos").glob("*.mp4"))
+
+
+def best_of(fn: Callable[[], int], repeats: int = 3) -> float:
+    """Frames per second of ``fn`` (which returns how many frames it handled), best of N."""
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n = fn()
+        best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def peak_rss_mb(code: str) -> float:
+    """Run ``code`` in a fresh interpreter and return its peak resident memory (MB)."""
+    script = code + "\nimport resource, json; print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1]) / 1024

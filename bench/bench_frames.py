@@ -1,0 +1,98 @@
+"""frames stage vs a bare OpenCV decode + letterbox loop over the same videos, same process.
+
+Prints throughput ratios (goal: stage >= 0.8x bare) and peak memory for a short vs a
+4x longer video (goal: no growth with length).
+
+    python bench/bench_frames.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from _common import best_of, demo_clips, peak_rss_mb
+
+CANVAS = 320
+
+
+def bare(videos: list[Path]) -> int:
+    """Decode every frame and letterbox it onto a square canvas: nothing else."""
+    import cv2
+    import numpy as np
+
+    n = 0
+    for v in videos:
+        cap = cv2.VideoCapture(str(v))
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        s = min(CANVAS / w, CANVAS / h)
+        nw, nh = round(w * s), round(h * s)
+        x0, y0 = (CANVAS - nw) // 2, (CANVAS - nh) // 2
+        canvas = np.zeros((CANVAS, CANVAS, 3), np.uint8)
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            canvas[y0 : y0 + nh, x0 : x0 + nw] = f if (nw, nh) == (w, h) else cv2.resize(f, (nw, nh))
+            n += 1
+        cap.release()
+    return n
+
+
+def stage(videos: list[Path], out: Path) -> int:
+    """The frames stage's own per-video work (workers=1), Parquet write included."""
+    from pipeline.frames import process_video
+
+    n = 0
+    for v in videos:
+        res = process_video((v.stem, v.name, v, out, 15.0, CANVAS, 1))
+        assert res["status"] == "ok", res
+        n += res["frames"]
+    return n
+
+
+def main() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for size in ((320, 240), (640, 480)):
+            videos = demo_clips(d / f"raw{size[0]}", size=size)
+            f_bare = best_of(lambda v=videos: bare(v))
+            f_stage = best_of(lambda v=videos: stage(v, d / "out"))
+            print(
+                f"frames {size[0]}x{size[1]} -> {CANVAS} canvas: bare {f_bare:7.0f} fps | stage {f_stage:7.0f} fps"
+                f" | ratio {f_stage / f_bare:.2f} (goal >= 0.8)"
+            )
+        # memory: the same clip once vs 4x longer
+        import numpy as np
+
+        from pipeline.demo import write_mp4
+
+        clip = d / "raw320" / "videos"
+        frames = []
+        cap = cv2.VideoCapture(str(sorted(clip.glob("*.mp4"))[0]))
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f[..., ::-1])
+        write_mp4(frames, d / "short.mp4", 15)
+        write_mp4(frames * 8, d / "long.mp4", 15)
+        mem = {}
+        for name in ("short", "long"):
+            mem[name] = peak_rss_mb(
+                "from pathlib import Path; from pipeline.frames import process_video; "
+                f"r = process_video(('x', 'x', Path('{d}/{name}.mp4'), Path('{d}/o'), 15.0, {CANVAS}, 1)); "
+                "assert r['status'] == 'ok'"
+            )
+        print(
+            f"peak memory: {len(frames)} frames {mem['short']:.0f} MB | {len(frames) * 8} frames {mem['long']:.0f} MB"
+            f" | ratio {mem['long'] / mem['short']:.2f} (goal ~1.0)"
+        )
+        del np
+
+
+if __name__ == "__main__":
+    main()

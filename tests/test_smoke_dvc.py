@@ -1,0 +1,52 @@
+"""The real `dvc repro` through `features` on a tiny demo (2 subjects x 4 classes x 1 short clip)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_dvc_repro_front_half_on_tiny_demo(tmp_path):
+    work = tmp_path / "proj"
+    work.mkdir()
+    for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    for junk in ("cache", "tmp"):
+        shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["demo"].update(subjects=2, clips_per_class=1, seconds=3.0)
+    params["windows"]["size"] = 20
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+
+    def dvc(*args: str) -> str:
+        res = subprocess.run(["dvc", *args], cwd=work, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return res.stdout
+
+    out = dvc("repro", "features")
+    for stage in ("demo", "frames", "landmarks", "features"):
+        assert f"Running stage '{stage}'" in out
+    df = pd.read_parquet(work / "data" / "features.parquet")
+    assert set(df["label"]) == {"normal", "phonecall", "text", "yawn"}
+    assert df["subject"].nunique() == 2 and df["video"].nunique() == 8
+    assert len(df) == 8 * 45 and df["face_present"].mean() > 0.98
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"demo", "frames", "landmarks", "features"}
+    again = dvc("repro", "features")
+    assert "Running stage" not in again  # nothing changed: everything cached
+    assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
