@@ -1,0 +1,1 @@
+"""Prefect flows that drive the DVC stages (scheduled and on-change runs) live here."""
