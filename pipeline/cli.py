@@ -35,7 +35,7 @@ def _run(fn, *args) -> None:
 @app.command()
 def demo(
     params: ParamsOpt = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="raw folder to write")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="folder to write: videos/ + labels.csv")] = Path("data/demo"),
 ) -> None:
     """Generate the synthetic demo videos and labels.csv."""
     from pipeline import demo as stage

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    raw_dir: str = "data/raw"
+    raw_dir: str = "data/demo"
     labels_file: str = "labels.csv"
     classes: tuple[str, ...] = ("normal", "phonecall", "text", "yawn")
 

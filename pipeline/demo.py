@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import geometry as g
-from pipeline.config import DemoParams
+from pipeline.config import DemoParams, Params
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +471,11 @@ def _clip_job(args: tuple) -> tuple[str, bytes]:
         return rel, path.read_bytes()
 
 
+def clip_seed(seed: int, subject: int, label: int, clip: int) -> int:
+    """The seed of one clip: independent of worker scheduling, fits OpenCV's C int."""
+    return int(np.random.SeedSequence([seed, subject, label, clip]).generate_state(1)[0] % 2**31)
+
+
 def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, str]]:
     """Write ``out_dir/videos/*.mp4`` and ``out_dir/labels.csv``; returns the label rows."""
     from concurrent.futures import ProcessPoolExecutor
@@ -487,16 +492,7 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
         for ci, label in enumerate(CLASSES):
             for k in range(p.clips_per_class):
                 rel = f"videos/{sid}_{label}_{k + 1}.mp4"
-                jobs.append(
-                    (
-                        sub,
-                        label,
-                        int(np.random.SeedSequence([p.seed, si, ci, k]).generate_state(1)[0] % 2**31),
-                        n,
-                        p.fps,
-                        rel,
-                    )
-                )
+                jobs.append((sub, label, clip_seed(p.seed, si, ci, k), n, p.fps, rel))
                 rows.append({"video": rel, "subject": sid, "label": label})
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(jobs), desc="demo clips", unit="clip", disable=None)
@@ -505,12 +501,12 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
             for rel, data in ex.map(_clip_job, jobs):
-                _write_bytes(out_dir / rel, data, atomic_path)
+                _write_bytes(out_dir / rel, data)
                 bar.update()
     else:
         for job in jobs:
             rel, data = _clip_job(job)
-            _write_bytes(out_dir / rel, data, atomic_path)
+            _write_bytes(out_dir / rel, data)
             bar.update()
     bar.close()
     buf = io.StringIO()
@@ -522,12 +518,14 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
     return rows
 
 
-def _write_bytes(path: Path, data: bytes, atomic_path) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
+    from pipeline.io import atomic_path
+
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def run(params, out_dir: Path) -> dict:
+def run(params: Params, out_dir: Path) -> dict:
     """Stage entry: regenerate the demo raw folder from scratch."""
     import shutil
 

@@ -12,12 +12,15 @@ frames between two detected frames is linearly interpolated and flagged in
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline import geometry as g
+from pipeline.config import Params
 
 
 @dataclass(frozen=True)
@@ -168,16 +171,30 @@ def fill_short_gaps(values: np.ndarray, present: np.ndarray, max_gap: int) -> tu
     return out, filled
 
 
-def video_features(lm: dict[str, np.ndarray], max_gap: int) -> pd.DataFrame:
-    """Feature table of one video (without ids) under the missing-detection policy."""
-    feats = compute_frame_features(lm["face"], lm["hands"])
-    present = feats["face_present"] > 0
+def video_features(batches: Iterable[dict[str, np.ndarray]], max_gap: int) -> pd.DataFrame:
+    """Feature table of one video (``frame``, ``t`` + registry + ``face_filled``), streamed.
+
+    Landmarks are read batch by batch; only the small per-frame feature table of the
+    video is held, and the missing-detection policy is applied to it.
+    """
+    parts = []
+    for lm in batches:
+        feats = compute_frame_features(lm["face"], lm["hands"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "frame": lm["frame"].astype(np.int32),
+                    "t": lm["t"],
+                    **{k: np.asarray(v, np.float64) for k, v in feats.items()},
+                }
+            )
+        )
+    df = pd.concat(parts, ignore_index=True)
+    present = df["face_present"].to_numpy() > 0
     face_names = [k for k, f in REGISTRY.items() if f.face_derived]
-    block = np.stack([feats[k] for k in face_names], axis=1)
-    block, filled = fill_short_gaps(block, present, max_gap)
-    for j, k in enumerate(face_names):
-        feats[k] = block[:, j]
-    df = pd.DataFrame({k: np.asarray(v, np.float32) for k, v in feats.items()})
+    block, filled = fill_short_gaps(df[face_names].to_numpy(), present, max_gap)
+    df[face_names] = block
+    df[list(REGISTRY)] = df[list(REGISTRY)].astype(np.float32)
     df["face_filled"] = filled.astype(np.int8)
     return df
 
@@ -188,15 +205,13 @@ def registry_json() -> str:
     return json.dumps([asdict(f) for f in REGISTRY.values()], sort_keys=True)
 
 
-def run(params, landmarks_dir, frames_dir, out_path, quarantine_path) -> dict:
+def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, quarantine_path: Path) -> dict:
     """Stage entry: every landmark file -> ``features.parquet``; merges the quarantine lists."""
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from pipeline.io import read_json, write_json, write_parquet
     from pipeline.labels import load_labels
-    from pipeline.landmarks import read_landmarks
+    from pipeline.landmarks import iter_landmarks
 
     entries = {e.video_id: e for e in load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)}
     frames_manifest = read_json(Path(frames_dir) / "manifest.json")
@@ -206,12 +221,8 @@ def run(params, landmarks_dir, frames_dir, out_path, quarantine_path) -> dict:
         if info["status"] != "ok":
             continue
         e = entries[vid]
-        lm = read_landmarks(Path(landmarks_dir) / f"{vid}.parquet")
-        df = video_features(lm, params.features.max_gap_frames)
-        t = lm["t"]
-        df.insert(0, "t", t)
-        df.insert(0, "frame", lm["frame"].astype(np.int32))
-        df.insert(0, "label", pd.array([e.label_at(x) for x in t], dtype="string"))
+        df = video_features(iter_landmarks(Path(landmarks_dir) / f"{vid}.parquet"), params.features.max_gap_frames)
+        df.insert(0, "label", pd.array([e.label_at(x) for x in df["t"]], dtype="string"))
         df.insert(0, "subject", pd.array([e.subject] * len(df), dtype="string"))
         df.insert(0, "video", pd.array([vid] * len(df), dtype="string"))
         parts.append(df)

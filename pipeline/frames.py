@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import Params
 from pipeline.geometry import Letterbox, letterbox_image
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def unlabelled_files(raw_dir: Path, labelled: set[Path], labels_file: str) -> li
     return out
 
 
-def run(params, out_dir: Path) -> dict:
+def run(params: Params, out_dir: Path) -> dict:
     """Stage entry: every labelled video -> a plan file, or a quarantine entry."""
     from pipeline.config import resolve_workers
     from pipeline.io import write_json

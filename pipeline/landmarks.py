@@ -12,11 +12,13 @@ face), ``hand_count, hand0, hand1`` (21*3 float32, all NaN when absent),
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import Params
 from pipeline.frames import Plan, VideoError, iter_frames, read_plan
 from pipeline.geometry import N_FACE, N_HAND
 
@@ -221,45 +223,51 @@ def process_video(job: tuple) -> dict:
     return {**entry, "status": "ok", **stats, "face_fraction": round(frac, 4)}
 
 
-def read_landmarks(path: Path) -> dict[str, np.ndarray]:
-    """Landmark arrays of one video: face (n,478,3) NaN where absent, hands (n,2,21,3), flags."""
+def iter_landmarks(path: Path, batch_size: int = CHUNK) -> Iterator[dict[str, np.ndarray]]:
+    """Stream a landmark file in batches: face (n,478,3) and hands (n,2,21,3), NaN where absent."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path)
-    n = t.num_rows
+    cols = ["frame", "t", "face_present", "face", "hand0", "hand1"]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols):
+        n = batch.num_rows
 
-    def fixed(col: str, shape: tuple[int, ...]) -> np.ndarray:
-        arr = t.column(col).combine_chunks()
-        return arr.values.to_numpy(zero_copy_only=False).reshape(n, *shape)
+        def fixed(col: str, shape: tuple[int, ...], n: int = n, batch=batch) -> np.ndarray:
+            arr = batch.column(col)
+            return arr.values.to_numpy(zero_copy_only=False)[arr.offset * int(np.prod(shape)) :].reshape(-1, *shape)[:n]
 
-    hands = np.stack([fixed("hand0", (N_HAND, 3)), fixed("hand1", (N_HAND, 3))], axis=1)
-    return {
-        "frame": t.column("frame").to_numpy(),
-        "t": t.column("t").to_numpy(),
-        "face": fixed("face", (N_FACE, 3)),
-        "face_present": t.column("face_present").to_numpy(zero_copy_only=False),
-        "hands": hands,
-        "hand_present": np.isfinite(hands[:, :, 0, 0]),
-    }
+        hands = np.stack([fixed("hand0", (N_HAND, 3)), fixed("hand1", (N_HAND, 3))], axis=1)
+        yield {
+            "frame": batch.column("frame").to_numpy(),
+            "t": batch.column("t").to_numpy(),
+            "face": fixed("face", (N_FACE, 3)),
+            "face_present": batch.column("face_present").to_numpy(zero_copy_only=False),
+            "hands": hands,
+            "hand_present": np.isfinite(hands[:, :, 0, 0]),
+        }
 
 
-def run(params, frames_dir: Path, out_dir: Path) -> dict:
+def read_landmarks(path: Path) -> dict[str, np.ndarray]:
+    """A whole landmark file as arrays (see :func:`iter_landmarks`); for tests and notebooks."""
+    parts = list(iter_landmarks(path))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
     """Stage entry: landmarks for every video the frames stage accepted."""
     import logging
 
     from pipeline.config import resolve_workers
     from pipeline.io import read_json, write_json
-    from pipeline.labels import load_labels
     from pipeline.parallel import map_videos
 
     log = logging.getLogger(__name__)
     p = params.landmarks
-    entries = {e.video_id: e for e in load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)}
+    raw = Path(params.data.raw_dir)  # paths were checked against it by the frames stage
     manifest = read_json(frames_dir / "manifest.json")
     models = Models(p.hands, p.hands_complexity, p.min_detection_confidence, p.min_tracking_confidence)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (vid, info["video"], entries[vid].path, frames_dir / f"{vid}.parquet", out_dir, models, p.min_face_fraction)
+        (vid, info["video"], raw / info["video"], frames_dir / f"{vid}.parquet", out_dir, models, p.min_face_fraction)
         for vid, info in sorted(manifest["videos"].items())
         if info["status"] == "ok"
     ]

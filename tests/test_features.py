@@ -108,9 +108,9 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
     face[2] = np.nan
     face[4] = np.nan
     hands = np.full((5, 2, 21, 3), np.nan, np.float32)
-    lm = {"face": face, "hands": hands}
-    df = video_features(lm, max_gap=1)
-    assert list(df.columns) == [*REGISTRY, "face_filled"]
+    lm = {"face": face, "hands": hands, "frame": np.arange(5), "t": np.arange(5) / 15}
+    df = video_features([{k: v[:3] for k, v in lm.items()}, {k: v[3:] for k, v in lm.items()}], max_gap=1)
+    assert list(df.columns) == ["frame", "t", *REGISTRY, "face_filled"]
     assert df["face_present"].tolist() == [1, 1, 0, 1, 0]
     assert df["face_filled"].tolist() == [0, 0, 1, 0, 0]
     assert np.isfinite(df.loc[2, "ear_left"]) and np.isnan(df.loc[4, "ear_left"])
@@ -122,14 +122,13 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
 def _measure(frames, tmp_path, name, canvas):
     """Real path: write a video, plan it, run MediaPipe, map back, compute features."""
     from pipeline.frames import plan_video
-    from pipeline.landmarks import Models, detect_video, read_landmarks
+    from pipeline.landmarks import Models, detect_video, iter_landmarks, read_landmarks
 
     video = write_clip(tmp_path / f"{name}.mp4", frames)
     plan, _ = plan_video(video, 15, canvas, 1)
     out = tmp_path / f"{name}.parquet"
     detect_video(video, plan, Models(hands=False), out, name)
-    lm = read_landmarks(out)
-    return video_features(lm, 0), lm
+    return video_features(iter_landmarks(out, batch_size=4), 0), read_landmarks(out)
 
 
 def test_same_face_at_two_resolutions_and_canvases_gives_same_features(clip_frames, tmp_path):

@@ -47,6 +47,8 @@ def test_dvc_repro_front_half_on_tiny_demo(tmp_path):
     assert len(df) == 8 * 45 and df["face_present"].mean() > 0.98
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"demo", "frames", "landmarks", "features"}
+    # a relabel must rerun features: labels.csv is one of its declared inputs
+    assert "data/demo/labels.csv" in {d["path"] for d in lock["stages"]["features"]["deps"]}
     again = dvc("repro", "features")
     assert "Running stage" not in again  # nothing changed: everything cached
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
