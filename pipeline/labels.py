@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import pandas as pd
-
 REQUIRED = ("video", "subject", "label")
 OPTIONAL = ("start_s", "end_s")
 
@@ -58,6 +56,8 @@ def _row_err(path: Path, row: int, msg: str) -> LabelsError:
 
 def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...]) -> list[VideoEntry]:
     """Read and validate the labels file; returns one entry per video, in file order."""
+    import pandas as pd
+
     raw = Path(raw_dir).resolve()
     path = raw / labels_file
     if not path.exists():
