@@ -23,12 +23,19 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")
 
 
 def _run(fn, *args) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress lines; libraries stay quiet
     try:
         summary = fn(*args)
     except (ConfigError, LabelsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except Exception as exc:
+        # data problems found by a stage: a clear message, no traceback
+        if type(exc).__name__ not in ("SplitError", "ValidationFailed"):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(json.dumps(summary, sort_keys=True))
 
 
@@ -78,6 +85,31 @@ def features(
     from pipeline import features as stage
 
     _run(lambda: stage.run(load_params(params), landmarks_dir, frames_dir, out, quarantine))
+
+
+@app.command()
+def windows(
+    params: ParamsOpt = Path("params.yaml"),
+    features_path: Annotated[Path, typer.Option("--features")] = Path("data/features.parquet"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/windows"),
+) -> None:
+    """Fixed-length windows, split by subject, normalised on train."""
+    from pipeline import windows as stage
+
+    _run(lambda: stage.run(load_params(params), features_path, out))
+
+
+@app.command()
+def validate(
+    params: ParamsOpt = Path("params.yaml"),
+    features_path: Annotated[Path, typer.Option("--features")] = Path("data/features.parquet"),
+    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
+) -> None:
+    """Great Expectations suites on features and windows; fails on a broken contract."""
+    from pipeline import validate as stage
+
+    _run(lambda: stage.run(load_params(params), features_path, windows_dir, out))
 
 
 def main() -> None:  # pragma: no cover

@@ -35,7 +35,7 @@ class DataParams:
 class DemoParams:
     subjects: int = 10
     clips_per_class: int = 2
-    seconds: float = 8.0
+    seconds: float = 12.0
     fps: int = 15
     width: int = 320
     height: int = 240
@@ -66,8 +66,24 @@ class FeaturesParams:
 
 @dataclass(frozen=True)
 class WindowsParams:
-    size: int = 60
-    stride: int = 15
+    size: int = 90
+    stride: int = 10
+    features: tuple[str, ...] = (
+        "ear_left", "ear_right", "mar", "yaw", "pitch", "roll", "gaze_x", "gaze_y",
+        "face_present", "hand_present", "hand_face_dist", "hand_ear_dist",
+    )  # fmt: skip
+    min_face_fraction: float = 0.8
+    drop_mixed: bool = True
+    subject_baseline: bool = True
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 7
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    min_video_face_fraction: float = 0.9
+    max_class_imbalance: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class Params:
     landmarks: LandmarksParams = field(default_factory=LandmarksParams)
     features: FeaturesParams = field(default_factory=FeaturesParams)
     windows: WindowsParams = field(default_factory=WindowsParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
 
 
 _CHECKS: dict[str, tuple[str, Any]] = {
@@ -96,6 +113,10 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "windows.size": ("must be >= 2", lambda v: v >= 2),
     "windows.stride": ("must be >= 1", lambda v: v >= 1),
     "data.classes": ("must hold at least 2 distinct names", lambda v: len(set(v)) >= 2),
+    "windows.min_face_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "windows.val_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "windows.test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "windows.features": ("must name at least one feature, each once", lambda v: len(v) == len(set(v)) > 0),
 }
 
 

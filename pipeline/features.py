@@ -222,9 +222,9 @@ def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, q
             continue
         e = entries[vid]
         df = video_features(iter_landmarks(Path(landmarks_dir) / f"{vid}.parquet"), params.features.max_gap_frames)
-        df.insert(0, "label", pd.array([e.label_at(x) for x in df["t"]], dtype="string"))
-        df.insert(0, "subject", pd.array([e.subject] * len(df), dtype="string"))
-        df.insert(0, "video", pd.array([vid] * len(df), dtype="string"))
+        df.insert(0, "label", [e.label_at(x) for x in df["t"]])
+        df.insert(0, "subject", e.subject)
+        df.insert(0, "video", vid)
         parts.append(df)
     if not parts:
         raise RuntimeError(
@@ -232,6 +232,10 @@ def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, q
             f"{frames_dir}/manifest.json and {landmarks_dir}/manifest.json"
         )
     table = pd.concat(parts, ignore_index=True)
+    # ids as categoricals: dictionary-encoded in Parquet (small) and free to group by downstream
+    table["video"] = pd.Categorical(table["video"], categories=sorted(table["video"].unique()))
+    table["subject"] = pd.Categorical(table["subject"], categories=sorted(table["subject"].unique()))
+    table["label"] = pd.Categorical(table["label"], categories=list(params.data.classes))
     write_parquet(table, out_path, metadata={"features": registry_json()})
     quarantined = [
         v for m in (frames_manifest, lm_manifest) for v in m["videos"].values() if v["status"] == "quarantined"

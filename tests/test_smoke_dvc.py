@@ -1,5 +1,6 @@
-"""The real `dvc repro` through `features` on a tiny demo (2 subjects x 4 classes x 1 short clip)."""
+"""The real `dvc repro` through `validate` on a tiny demo (3 subjects x 4 classes x 1 short clip)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_dvc_repro_front_half_on_tiny_demo(tmp_path):
+def test_dvc_repro_through_validation_on_tiny_demo(tmp_path):
     work = tmp_path / "proj"
     work.mkdir()
     for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
@@ -23,8 +24,8 @@ def test_dvc_repro_front_half_on_tiny_demo(tmp_path):
     for junk in ("cache", "tmp"):
         shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["demo"].update(subjects=2, clips_per_class=1, seconds=3.0)
-    params["windows"]["size"] = 20
+    params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
+    params["windows"].update(size=20, stride=10)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -38,17 +39,21 @@ def test_dvc_repro_front_half_on_tiny_demo(tmp_path):
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         return res.stdout
 
-    out = dvc("repro", "features")
-    for stage in ("demo", "frames", "landmarks", "features"):
+    out = dvc("repro", "validate")
+    for stage in ("demo", "frames", "landmarks", "features", "windows", "validate"):
         assert f"Running stage '{stage}'" in out
     df = pd.read_parquet(work / "data" / "features.parquet")
     assert set(df["label"]) == {"normal", "phonecall", "text", "yawn"}
-    assert df["subject"].nunique() == 2 and df["video"].nunique() == 8
-    assert len(df) == 8 * 45 and df["face_present"].mean() > 0.98
+    assert df["subject"].nunique() == 3 and df["video"].nunique() == 12
+    assert len(df) == 12 * 45 and df["face_present"].mean() > 0.98
+    meta = json.loads((work / "data" / "windows" / "meta.json").read_text())
+    assert meta["window"] == 20 and sorted(len(v) for v in meta["subjects"].values()) == [1, 1, 1]
+    assert meta["counts"]["kept"] == 12 * 3  # 45 frames, size 20, stride 10 -> 3 windows a clip
+    assert (work / "reports" / "validation" / "summary.md").read_text().startswith("# Data validation: PASSED")
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"demo", "frames", "landmarks", "features"}
+    assert set(lock["stages"]) == {"demo", "frames", "landmarks", "features", "windows", "validate"}
     # a relabel must rerun features: labels.csv is one of its declared inputs
     assert "data/demo/labels.csv" in {d["path"] for d in lock["stages"]["features"]["deps"]}
-    again = dvc("repro", "features")
+    again = dvc("repro", "validate")
     assert "Running stage" not in again  # nothing changed: everything cached
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."

@@ -1,0 +1,329 @@
+"""`validate` stage: Great Expectations suites that gate the run.
+
+Two suites, built from the feature registry and params: ``features`` (schema, each
+feature's expected range, non-null where a face was found, labels in the class set,
+time increasing per video, face-detection rate per video) and ``windows`` (shape, no
+NaN, labels in the class set, unique ids, no subject in two splits, every class in
+every split, class balance). Expectations are ``critical`` (the stage exits non-zero,
+so `dvc repro` stops, naming the expectation and the offending videos or rows) or
+``warning`` (reported, the run goes on). Results: ``reports/validation/summary.md``
+and ``results.json``. Great Expectations is imported here only (it takes ~8 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Params
+
+log = logging.getLogger(__name__)
+MAX_SHOWN = 10  # offending rows listed per failed expectation
+
+
+class ValidationFailed(RuntimeError):
+    """A critical expectation failed; the message lists which and where."""
+
+
+@dataclass
+class Check:
+    """One expectation on one table, with the columns that identify offending rows."""
+
+    table: str
+    expectation: Any
+    id_columns: list[str]
+    why: str
+
+
+@dataclass
+class Outcome:
+    table: str
+    expectation: str
+    column: str | None
+    severity: str
+    success: bool
+    why: str
+    unexpected_count: int = 0
+    offending: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        where = f" on '{self.column}'" if self.column else ""
+        rows = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in self.offending[:MAX_SHOWN])
+        more = f" (+{self.unexpected_count - MAX_SHOWN} more)" if self.unexpected_count > MAX_SHOWN else ""
+        return f"{self.expectation}{where} [{self.table}]: {self.why}. {self.unexpected_count} offending: {rows}{more}"
+
+
+# --- the tables the suites run on ---------------------------------------------------------
+def feature_tables(features: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The per-frame table, and a per-video summary (face rate, time order)."""
+    per_video = features.groupby("video", observed=True, sort=True).agg(
+        subject=("subject", "first"),
+        frames=("frame", "size"),
+        face_fraction=("face_present", "mean"),
+        t_increasing=("t", lambda t: bool(np.all(np.diff(t.to_numpy()) > 0))),
+    )
+    return {"features": features.reset_index(drop=True), "features_per_video": per_video.reset_index()}
+
+
+def window_tables(splits: dict[str, tuple[np.ndarray, pd.DataFrame]], meta: dict) -> dict[str, pd.DataFrame]:
+    """Per-window index (with shape and NaN counts), per-subject splits, per split x class counts."""
+    rows = []
+    for sp, (x, index) in splits.items():
+        df = index.copy()
+        df["file_split"] = sp
+        df["x_len"] = [int(np.prod(x.shape[1:]))] * len(df)
+        df["x_nan"] = np.isnan(x).reshape(len(x), -1).sum(1) if len(x) else []
+        rows.append(df)
+    win = pd.concat(rows, ignore_index=True)
+    subj = win.groupby("subject")["split"].agg(lambda s: ",".join(sorted(set(s)))).rename("splits").reset_index()
+    subj["n_splits"] = subj["splits"].str.count(",") + 1
+    cover = pd.DataFrame([(sp, c) for sp in splits for c in meta["classes"]], columns=["split", "label"])
+    counts = win.groupby(["split", "label"]).size().rename("windows").reset_index()
+    cover = cover.merge(counts, on=["split", "label"], how="left").fillna({"windows": 0})
+    bal = cover.groupby("split")["windows"].agg(["max", "min"]).reset_index()
+    bal["imbalance"] = bal["max"] / bal["min"].clip(lower=1)
+    return {"windows": win, "window_subjects": subj, "window_classes": cover, "window_balance": bal}
+
+
+# --- the suites ----------------------------------------------------------------------------
+def feature_checks(params: Params) -> list[Check]:
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    from pipeline.features import ID_COLUMNS, REGISTRY
+
+    classes = list(params.data.classes)
+    checks = [
+        Check(
+            "features",
+            gxe.ExpectTableColumnsToMatchSet(column_set=[*ID_COLUMNS, *REGISTRY, "face_filled"], exact_match=False),
+            [],
+            "the features schema",
+        )
+    ]
+    for f in REGISTRY.values():
+        checks.append(
+            Check(
+                "features",
+                gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.lo, max_value=f.hi),
+                ["video", "frame"],
+                f"{f.name} in {f.lo:g}..{f.hi:g} {f.unit}",
+            )
+        )
+        if f.face_derived:
+            checks.append(
+                Check(
+                    "features",
+                    gxe.ExpectColumnValuesToNotBeNull(column=f.name, row_condition=Column("face_present") == 1),
+                    ["video", "frame"],
+                    f"{f.name} must be set wherever a face was found",
+                )
+            )
+    checks += [
+        Check("features", gxe.ExpectColumnValuesToNotBeNull(column=c), ["video", "frame"], f"{c} must be set")
+        for c in ("video", "subject", "frame", "t", "face_present", "hand_present")
+    ]
+    checks += [
+        Check(
+            "features",
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+            ["video", "frame"],
+            f"labels must be one of {classes}",
+        ),
+        Check(
+            "features_per_video",
+            gxe.ExpectColumnValuesToBeInSet(column="t_increasing", value_set=[True]),
+            ["video"],
+            "time must increase within each video",
+        ),
+        Check(
+            "features_per_video",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="face_fraction", min_value=params.validate.min_video_face_fraction, severity="warning"
+            ),
+            ["video"],
+            f"a face in >= {params.validate.min_video_face_fraction:.0%} of each video's frames",
+        ),
+    ]
+    return checks
+
+
+def window_checks(params: Params, meta: dict) -> list[Check]:
+    import great_expectations.expectations as gxe
+
+    classes = list(meta["classes"])
+    size = int(meta["window"]) * len(meta["features"])
+    return [
+        Check(
+            "windows",
+            gxe.ExpectColumnValuesToBeBetween(column="x_len", min_value=size, max_value=size),
+            ["window_id"],
+            f"every window holds window x features = {size} values",
+        ),
+        Check(
+            "windows",
+            gxe.ExpectColumnValuesToBeBetween(column="x_nan", min_value=0, max_value=0),
+            ["window_id", "video"],
+            "windows must hold no NaN",
+        ),
+        Check(
+            "windows",
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+            ["window_id", "video"],
+            f"labels must be one of {classes}",
+        ),
+        Check(
+            "windows", gxe.ExpectColumnValuesToBeUnique(column="window_id"), ["window_id"], "window ids must be unique"
+        ),
+        Check(
+            "windows",
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="split", column_B="file_split"),
+            ["window_id"],
+            "each window sits in the file of its split",
+        ),
+        Check(
+            "window_subjects",
+            gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1),
+            ["subject", "splits"],
+            "a subject's windows must all be in one split (else the split leaks)",
+        ),
+        Check(
+            "window_classes",
+            gxe.ExpectColumnValuesToBeBetween(column="windows", min_value=1),
+            ["split", "label"],
+            "every class needs windows in every split",
+        ),
+        Check(
+            "window_balance",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="imbalance", max_value=params.validate.max_class_imbalance, severity="warning"
+            ),
+            ["split", "max", "min"],
+            f"largest class over smallest within {params.validate.max_class_imbalance:g}x",
+        ),
+    ]
+
+
+# --- running them ----------------------------------------------------------------------------
+def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Outcome]:
+    """Validate each table with its checks in an ephemeral GX context."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = ctx.data_sources.add_pandas("pipeline")
+    outcomes = []
+    for name, df in tables.items():
+        mine = [c for c in checks if c.table == name]
+        if not mine:
+            continue
+        batch = (
+            source.add_dataframe_asset(name)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": df})
+        )
+        for c in mine:
+            fmt: dict[str, Any] = {"result_format": "COMPLETE"}
+            if c.id_columns:
+                fmt["unexpected_index_column_names"] = c.id_columns
+            r = batch.validate(c.expectation, result_format=fmt)
+            cfg = r.expectation_config
+            res = r.result or {}
+            offending = [
+                {k: _plain(v) for k, v in row.items()} for row in (res.get("unexpected_index_list") or [])[:MAX_SHOWN]
+            ]
+            if not r.success and not offending and r.exception_info.get("raised_exception"):
+                offending = [{"error": r.exception_info.get("exception_message")}]
+            outcomes.append(
+                Outcome(
+                    table=name,
+                    expectation=cfg.type,
+                    column=cfg.kwargs.get("column"),
+                    severity=str(getattr(cfg.severity, "value", cfg.severity)).lower(),
+                    success=bool(r.success),
+                    why=c.why,
+                    unexpected_count=int(res.get("unexpected_count") or (0 if r.success else 1)),
+                    offending=offending,
+                )
+            )
+    return outcomes
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and np.isnan(v):
+        return "NaN"
+    return v
+
+
+def summary_markdown(outcomes: list[Outcome], facts: dict) -> str:
+    """The report a reviewer reads: status, failures first, then every expectation."""
+    crit = [o for o in outcomes if not o.success and o.severity == "critical"]
+    warn = [o for o in outcomes if not o.success and o.severity != "critical"]
+    status = "FAILED" if crit else ("PASSED with warnings" if warn else "PASSED")
+    lines = [f"# Data validation: {status}", ""]
+    lines += [f"- {k}: {v}" for k, v in facts.items()]
+    lines += ["", f"{len(outcomes)} expectations, {len(crit)} critical failures, {len(warn)} warnings.", ""]
+    for title, group in (("Critical failures", crit), ("Warnings", warn)):
+        if group:
+            lines += [f"## {title}", ""] + [f"- {o.line()}" for o in group] + [""]
+    lines += [
+        "## All expectations",
+        "",
+        "| table | expectation | column | severity | result | offending |",
+        "|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        result = "pass" if o.success else "FAIL"
+        count = "" if o.success else o.unexpected_count
+        lines.append(f"| {o.table} | {o.expectation} | {o.column or ''} | {o.severity} | {result} | {count} |")
+    return "\n".join(lines) + "\n"
+
+
+def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple[list[Outcome], dict]:
+    """Run both suites; returns outcomes and headline facts (no files written)."""
+    from pipeline.windows import SPLITS, load_split
+
+    splits, meta = {}, None
+    for sp in SPLITS:
+        x, _, index, meta = load_split(windows_dir, sp)
+        splits[sp] = (x, index)
+    assert meta is not None
+    tables = feature_tables(features) | window_tables(splits, meta)
+    checks = feature_checks(params) + window_checks(params, meta)
+    outcomes = run_checks(tables, checks)
+    facts = {
+        "videos": features["video"].nunique(),
+        "subjects": features["subject"].nunique(),
+        "frames": len(features),
+        "face detected": f"{features['face_present'].mean():.1%} of frames",
+        "windows": ", ".join(f"{sp} {len(splits[sp][1])}" for sp in SPLITS),
+    }
+    return outcomes, facts
+
+
+def run(params: Params, features_path: Path, windows_dir: Path, out_dir: Path) -> dict:
+    """Stage entry: validate, write the report, raise :class:`ValidationFailed` on critical failures."""
+    from pipeline.io import atomic_path, write_json
+
+    outcomes, facts = validate(params, pd.read_parquet(features_path), windows_dir)
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(outcomes, facts))
+    write_json(out_dir / "results.json", {"facts": facts, "results": [o.__dict__ for o in outcomes]})
+    crit = [o for o in outcomes if not o.success and o.severity == "critical"]
+    for o in outcomes:
+        if not o.success and o.severity != "critical":
+            log.warning("validation warning: %s", o.line())
+    if crit:
+        raise ValidationFailed(
+            f"{len(crit)} critical expectation(s) failed (report: {out_dir / 'summary.md'}):\n"
+            + "\n".join(f"  - {o.line()}" for o in crit)
+        )
+    return {"expectations": len(outcomes), "warnings": sum(not o.success for o in outcomes)}

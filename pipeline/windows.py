@@ -1,0 +1,290 @@
+"""`windows` stage: fixed-length windows over each video, split by SUBJECT, normalised on train.
+
+The windows format (generic: any multivariate sequence data set written in it trains
+and evaluates without code changes; see README "The windows format"):
+
+* ``<dir>/{train,val,test}.parquet``: one row per window with ``window_id, video,
+  subject, label, split, start_frame, end_frame, start_t, end_t`` and ``x``, a
+  fixed-size list of ``window * n_features`` float32 values, time-major (``x`` reshaped
+  to ``(window, n_features)`` is the window). No NaN.
+* ``<dir>/meta.json``: ``format``, ``features`` (names, in column order of ``x``),
+  ``classes`` (label order), ``window``, plus provenance: normalisation, counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Params, WindowsParams
+
+log = logging.getLogger(__name__)
+
+FORMAT = "driver-windows/1"
+SPLITS = ("train", "val", "test")
+INDEX_COLUMNS = ("window_id", "video", "subject", "label", "split", "start_frame", "end_frame", "start_t", "end_t")
+# Presence flags stay 0/1 under a subject baseline; everything else is a measurement.
+FLAG_FEATURES = {"face_present", "hand_present"}
+
+
+class SplitError(ValueError):
+    """The subject split cannot give every class to every split; says what to change."""
+
+
+@dataclass
+class Windows:
+    """Windows in memory: values (N, T, F) and one index row per window."""
+
+    x: np.ndarray
+    index: pd.DataFrame
+
+
+def window_starts(
+    codes: np.ndarray, face: np.ndarray, bounds: np.ndarray, size: int, stride: int, min_face: float, drop_mixed: bool
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Which windows to keep and their labels, for all videos at once (O(frames + windows)).
+
+    Args:
+        codes: (n,) label code per frame (-1 = unlabelled); face: (n,) 0/1 face presence;
+        bounds: (v + 1,) row where each video starts, then n (rows sorted by video, frame).
+    Returns:
+        (first rows, label codes) of the kept windows, and the drop counts. Windows never
+        cross a video boundary.
+    """
+    lengths = np.diff(bounds)
+    per_video = np.where(lengths >= size, (lengths - size) // stride + 1, 0)
+    first = np.repeat(bounds[:-1], per_video)
+    offset = np.arange(per_video.sum()) - np.repeat(np.cumsum(per_video) - per_video, per_video)
+    starts = first + offset * stride
+    end = starts + size  # exclusive
+    # counts inside [start, end) from prefix sums
+    changes = np.r_[0, np.cumsum(codes[1:] != codes[:-1])]  # label changes before each row
+    unl = np.r_[0, np.cumsum(codes < 0)]
+    fc = np.r_[0.0, np.cumsum(face, dtype=np.float64)]
+    mixed_any = changes[end - 1] - changes[starts] > 0
+    unlabelled = unl[end] - unl[starts] > 0
+    mixed = mixed_any & ~unlabelled
+    low_face = (fc[end] - fc[starts]) / size < min_face
+    label = codes[starts].copy()
+    if not drop_mixed and mixed.any():  # majority label of a mixed window
+        label[mixed] = [np.bincount(codes[a : a + size]).argmax() for a in starts[mixed]]
+    drop_mix = mixed if drop_mixed else np.zeros_like(mixed)
+    keep = ~unlabelled & ~drop_mix & ~low_face
+    counts = {
+        "candidates": len(starts),
+        "dropped_mixed": int(drop_mix.sum()),
+        "dropped_unlabelled": int(unlabelled.sum()),
+        "dropped_low_face": int((low_face & ~unlabelled & ~drop_mix).sum()),
+    }
+    return starts[keep], label[keep], counts
+
+
+def subject_baseline(x: np.ndarray, subject_codes: np.ndarray, is_flag: np.ndarray) -> np.ndarray:
+    """Each subject's per-feature median over all of their frames (0 for flags): (n_subjects, F)."""
+    n_subj = int(subject_codes.max()) + 1
+    med = np.zeros((n_subj, x.shape[1]), np.float32)
+    order = np.argsort(subject_codes, kind="stable")
+    bounds = np.searchsorted(subject_codes[order], np.arange(n_subj + 1))
+    for s_ in range(n_subj):
+        rows = x[order[bounds[s_] : bounds[s_ + 1]]]
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN feature of a subject: median NaN
+                med[s_] = np.nanmedian(rows, axis=0)
+    med[:, is_flag] = 0.0
+    return np.nan_to_num(med, nan=0.0)
+
+
+def split_subjects(
+    class_by_subject: dict[str, set[str]], classes: tuple[str, ...], val: float, test: float, seed: int
+) -> dict[str, str]:
+    """Assign each subject to one split, deterministic for ``seed``.
+
+    Subjects are shuffled by ``seed``; if a split lacks a class, the next of up to 200
+    seeded shuffles is tried, and if none covers every class in every split the error
+    names the class, the split and what to change.
+    """
+    subjects = sorted(class_by_subject)
+    n = len(subjects)
+    if n < 3:
+        raise SplitError(f"{n} subject(s) found; a subject split needs at least 3 (train, val, test)")
+    n_test = max(1, round(test * n))
+    n_val = max(1, round(val * n))
+    if n_test + n_val >= n:
+        raise SplitError(f"{n} subjects cannot give {n_val} val + {n_test} test and keep any for training; "
+                         "lower windows.val_fraction / windows.test_fraction")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    missing: list[tuple[str, str]] = []
+    for _ in range(200):
+        order = list(rng.permutation(subjects))
+        assign = {s: "test" for s in order[:n_test]} | {s: "val" for s in order[n_test : n_test + n_val]}
+        assign |= {s: "train" for s in order[n_test + n_val :]}
+        missing = [
+            (c, sp)
+            for sp in SPLITS
+            for c in classes
+            if not any(c in class_by_subject[s] for s, a in assign.items() if a == sp)
+        ]
+        if not missing:
+            return dict(sorted(assign.items()))
+    c, sp = missing[0]
+    have = sorted(s for s, cs in class_by_subject.items() if c in cs)
+    raise SplitError(
+        f"class '{c}' has no windows in split '{sp}' under any of 200 subject shuffles of seed {seed}; "
+        f"only subjects {have} have '{c}' windows. Add data for '{c}', lower windows.min_face_fraction or "
+        f"windows.size, or change windows.val_fraction / windows.test_fraction"
+    )
+
+
+def _codes(col: pd.Series, categories: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and their sorted values (-1 = missing or not in ``categories``).
+
+    Categorical columns (as the features stage writes them) cost nothing; others are factorised.
+    """
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype("category")
+    cat = col.cat.set_categories(sorted(col.cat.categories) if categories is None else categories)
+    return cat.cat.codes.to_numpy(np.int64), cat.cat.categories.to_numpy()
+
+
+def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
+    """Cut every video into windows (no split, no normalisation yet); returns windows and counts."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    missing = [f for f in p.features if f not in features.columns]
+    if missing:
+        raise ValueError(f"params windows.features names {missing}, not columns of the features table")
+    feats = list(p.features)
+    vcode, videos = _codes(features["video"])
+    frame_all = features["frame"].to_numpy()
+    order = np.lexsort((frame_all, vcode))
+    if not np.array_equal(order, np.arange(len(order))):  # sort only when needed
+        features = features.iloc[order]
+        vcode, frame_all = vcode[order], frame_all[order]
+    x_all = features[feats].to_numpy(np.float32)
+    scode, subjects = _codes(features["subject"])
+    if p.subject_baseline:
+        base = subject_baseline(x_all, scode, np.array([f in FLAG_FEATURES for f in feats]))
+        x_all = x_all - base[scode]
+    codes_all, _ = _codes(features["label"], list(classes))
+    face_all = features["face_present"].to_numpy(np.float32) if "face_present" in features else np.ones(len(x_all))
+    bounds = np.searchsorted(vcode, np.arange(len(videos) + 1))
+    s, labels, totals = window_starts(codes_all, face_all, bounds, p.size, p.stride, p.min_face_fraction, p.drop_mixed)
+    if not len(s):
+        raise ValueError(f"no window survived (counts: {totals}); lower windows.size or windows.min_face_fraction")
+    x = np.ascontiguousarray(sliding_window_view(x_all, p.size, axis=0)[s].transpose(0, 2, 1))  # (k, size, F)
+    e = s + p.size - 1
+    t_all = features["t"].to_numpy()
+    index = pd.DataFrame({
+        "video": np.asarray(videos)[vcode[s]], "subject": np.asarray(subjects)[scode[s]],
+        "label": np.asarray(classes)[labels],
+        "start_frame": frame_all[s].astype(np.int32), "end_frame": frame_all[e].astype(np.int32),
+        "start_t": t_all[s], "end_t": t_all[e],
+    })  # fmt: skip
+    ids = [f"{v}:{f}" for v, f in zip(np.asarray(videos)[vcode[s]], frame_all[s], strict=True)]
+    index.insert(0, "window_id", ids)
+    totals["kept"] = len(index)
+    return Windows(x, index), totals
+
+
+def normalise(w: Windows, train: np.ndarray) -> tuple[np.ndarray, dict]:
+    """z-score with mean/std of the TRAIN windows' values; NaN (never observed) -> 0 = train mean."""
+    xt = w.x[train].reshape(-1, w.x.shape[2])
+    mean = np.nanmean(xt, axis=0)
+    std = np.nanstd(xt, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
+    z = (w.x - mean) / std
+    n_nan = np.isnan(z).sum(axis=(0, 1))
+    z = np.nan_to_num(z, nan=0.0).astype(np.float32)
+    return z, {"mean": mean.tolist(), "std": std.tolist(), "imputed_nan": n_nan.tolist()}
+
+
+def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
+    """Features table -> split, normalised windows and the meta dictionary."""
+    w, counts = make_windows(features, p, classes)
+    by_subject = w.index.groupby("subject")["label"].agg(set).to_dict()
+    assign = split_subjects(by_subject, classes, p.val_fraction, p.test_fraction, p.split_seed)
+    w.index["split"] = w.index["subject"].map(assign)
+    w.x, norm = normalise(w, (w.index["split"] == "train").to_numpy())
+    per_split = {
+        sp: {c: int(((w.index["split"] == sp) & (w.index["label"] == c)).sum()) for c in classes} for sp in SPLITS
+    }
+    meta = {
+        "format": FORMAT,
+        "features": list(p.features),
+        "classes": list(classes),
+        "window": p.size,
+        "stride": p.stride,
+        "normalisation": {"fitted_on": "train", "subject_baseline": p.subject_baseline, **norm},
+        "subjects": {sp: sorted(s for s, a in assign.items() if a == sp) for sp in SPLITS},
+        "counts": {**counts, "per_split": per_split},
+    }
+    return w, meta
+
+
+def windows_table(x: np.ndarray, index: pd.DataFrame):
+    """One split as a pyarrow Table in the windows format."""
+    import pyarrow as pa
+
+    _, t, f = x.shape
+    cols = {c: pa.array(index[c].to_numpy()) for c in INDEX_COLUMNS}
+    cols["x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), t * f)
+    return pa.table(cols)
+
+
+def write(w: Windows, meta: dict, out_dir: Path) -> None:
+    """Write the three splits and meta.json (meta last: a reader never sees a half set)."""
+    import json
+
+    from pipeline.io import write_json, write_table
+
+    order = w.index.sort_values(["split", "video", "start_frame"], kind="stable").index.to_numpy()
+    for sp in SPLITS:
+        rows = order[(w.index["split"].to_numpy()[order] == sp)]
+        table = windows_table(w.x[rows], w.index.iloc[rows].reset_index(drop=True))
+        small = {k: meta[k] for k in ("format", "features", "classes", "window")}
+        table = table.replace_schema_metadata({b"windows": json.dumps(small).encode()})
+        write_table(table, out_dir / f"{sp}.parquet")
+    write_json(out_dir / "meta.json", meta)
+
+
+def load_split(out_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    """Read one split: x (N, T, F) float32, y (N,) class indices, the index rows, and meta.
+
+    Everything (features, classes, window length) comes from the data itself.
+    """
+    import pyarrow.parquet as pq
+
+    from pipeline.io import read_json
+
+    meta = read_json(Path(out_dir) / "meta.json")
+    table = pq.read_table(Path(out_dir) / f"{split}.parquet")
+    t, f = int(meta["window"]), len(meta["features"])
+    col = table.column("x").combine_chunks()
+    x = col.values.to_numpy(zero_copy_only=False).reshape(len(col), t, f)
+    index = table.drop(["x"]).to_pandas()
+    unknown = sorted(set(index["label"]) - set(meta["classes"]))
+    if unknown:
+        raise ValueError(f"{out_dir}/{split}.parquet has labels {unknown} not in meta.json classes")
+    y = index["label"].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy(np.int64)
+    return x, y, index, meta
+
+
+def run(params: Params, features_path: Path, out_dir: Path) -> dict:
+    """Stage entry: features.parquet -> windows/{train,val,test}.parquet + meta.json."""
+    feats = pd.read_parquet(features_path)
+    w, meta = build(feats, params.windows, params.data.classes)
+    write(w, meta, out_dir)
+    c = meta["counts"]
+    log.info(
+        "windows: kept %d of %d (dropped: %d mixed labels, %d low face presence, %d unlabelled)",
+        c["kept"], c["candidates"], c["dropped_mixed"], c["dropped_low_face"], c["dropped_unlabelled"],
+    )  # fmt: skip
+    return {"kept": c["kept"], **{sp: int((w.index["split"] == sp).sum()) for sp in SPLITS}}

@@ -1,0 +1,145 @@
+"""The Great Expectations gate bites: each injected contract breach fails with the right message."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import validate as V
+from pipeline import windows as W
+from pipeline.config import parse_params
+from pipeline.features import REGISTRY
+from pipeline.io import write_table
+from tests.test_windows import CLASSES, fake_features
+
+FEATS = ("ear_left", "mar", "yaw", "face_present")
+
+
+@pytest.fixture
+def clean(tmp_path):
+    """A clean features table (every registry column) and its windows on disk."""
+    df = fake_features(n_subjects=6, frames=30)
+    rng = np.random.default_rng(1)
+    for name, f in REGISTRY.items():
+        if name not in df:
+            df[name] = np.float32(0.0) if f.unit == "flag" else rng.uniform(0.1, 0.3, len(df)).astype(np.float32)
+    df["hand_face_dist"] = np.nan  # no hands, as in the demo: allowed
+    df["hand_ear_dist"] = np.nan
+    df["face_filled"] = np.int8(0)
+    params = parse_params({"windows": {"size": 10, "stride": 5, "features": list(FEATS)}})
+    w, meta = W.build(df, params.windows, CLASSES)
+    W.write(w, meta, tmp_path / "windows")
+    return params, df, tmp_path / "windows"
+
+
+def failures(params, df, wdir):
+    outcomes, _ = V.validate(params, df, wdir)
+    return [o for o in outcomes if not o.success and o.severity == "critical"]
+
+
+def rewrite_split(wdir, split, edit):
+    x, _, index, _ = W.load_split(wdir, split)
+    x, index = edit(x, index)
+    write_table(W.windows_table(x, index.reset_index(drop=True)), wdir / f"{split}.parquet")
+
+
+def test_clean_data_passes_and_report_is_written(clean, tmp_path):
+    params, df, wdir = clean
+    df.to_parquet(tmp_path / "features.parquet")
+    summary = V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report")
+    assert summary["warnings"] == 0
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert text.startswith("# Data validation: PASSED")
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert all(r["success"] for r in results["results"]) and len(results["results"]) > 30
+
+
+def test_nan_feature_where_a_face_was_found(clean):
+    params, df, wdir = clean
+    df.loc[7, "mar"] = np.nan
+    [f] = failures(params, df, wdir)
+    assert f.expectation == "expect_column_values_to_not_be_null" and f.column == "mar"
+    assert f.offending == [{"mar": "NaN", "video": df.loc[7, "video"], "frame": 7}]
+
+
+def test_nan_in_a_window(clean):
+    params, df, wdir = clean
+
+    def poison(x, index):
+        x = x.copy()
+        x[2, 3, 1] = np.nan
+        return x, index
+
+    rewrite_split(wdir, "train", poison)
+    [f] = failures(params, df, wdir)
+    assert f.column == "x_nan" and f.unexpected_count == 1 and "no NaN" in f.why
+
+
+def test_out_of_range_ear(clean):
+    params, df, wdir = clean
+    df.loc[[3, 40], "ear_left"] = 1.5
+    [f] = failures(params, df, wdir)
+    assert f.expectation == "expect_column_values_to_be_between" and f.column == "ear_left"
+    assert f.unexpected_count == 2 and {r["frame"] for r in f.offending} == {3, 40 % 30}
+    assert "0..0.8" in f.line()
+
+
+def test_label_outside_the_class_set(clean):
+    params, df, wdir = clean
+    df["label"] = df["label"].astype(object)
+    df.loc[5, "label"] = "sleeping"
+    [f] = failures(params, df, wdir)
+    assert f.column == "label" and f.offending[0]["label"] == "sleeping"
+
+
+def test_subject_in_two_splits(clean):
+    params, df, wdir = clean
+    train_subject = W.load_split(wdir, "train")[2]["subject"].iloc[0]
+
+    def leak(x, index):
+        index = index.copy()
+        index.loc[index.index[:3], "subject"] = train_subject
+        return x, index
+
+    rewrite_split(wdir, "test", leak)
+    [f] = failures(params, df, wdir)
+    assert f.table == "window_subjects"
+    assert f.offending == [{"n_splits": 2, "subject": train_subject, "splits": "test,train"}]
+    assert "leaks" in f.line()
+
+
+def test_missing_class_in_a_split(clean):
+    params, df, wdir = clean
+
+    def drop_yawn(x, index):
+        keep = (index["label"] != "yawn").to_numpy()
+        return x[keep], index[keep]
+
+    rewrite_split(wdir, "val", drop_yawn)
+    fails = failures(params, df, wdir)
+    [f] = [f for f in fails if f.table == "window_classes"]
+    assert f.offending == [{"windows": 0.0, "split": "val", "label": "yawn"}]
+
+
+def test_critical_failure_stops_the_stage_with_names(clean, tmp_path):
+    params, df, wdir = clean
+    df.loc[3, "ear_left"] = 1.5
+    df.to_parquet(tmp_path / "features.parquet")
+    with pytest.raises(
+        V.ValidationFailed, match=r"expect_column_values_to_be_between on 'ear_left'.*video=v_s0_normal"
+    ):
+        V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report")
+    assert (tmp_path / "report" / "summary.md").read_text().startswith("# Data validation: FAILED")
+
+
+def test_warnings_pass_but_are_reported(clean, tmp_path):
+    params, df, wdir = clean
+    first = df["video"].iloc[0]
+    df.loc[df["video"] == first, "face_present"] = np.where(np.arange((df["video"] == first).sum()) % 2, 1.0, 0.0)
+    face_cols = [n for n, f in REGISTRY.items() if f.face_derived]
+    df.loc[(df["video"] == first) & (df["face_present"] == 0), face_cols] = np.nan
+    df.to_parquet(tmp_path / "features.parquet")
+    summary = V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report")
+    assert summary["warnings"] == 1
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert text.startswith("# Data validation: PASSED with warnings") and f"video={first}" in text

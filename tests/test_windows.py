@@ -1,0 +1,156 @@
+"""Windows: labelling and drop counts, subject split, train-only normalisation, the generic format."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import windows as W
+from pipeline.config import WindowsParams
+
+CLASSES = ("normal", "phonecall", "text", "yawn")
+FEATS = ("ear_left", "mar", "yaw", "face_present")
+
+
+def fake_features(n_subjects=6, frames=40, seed=0, classes=CLASSES) -> pd.DataFrame:
+    """A features table by hand: one video per subject and class, class-dependent values."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        for ci, c in enumerate(classes):
+            n = frames
+            rows.append(pd.DataFrame({
+                "video": f"v_s{s}_{c}", "subject": f"s{s}", "label": c, "frame": np.arange(n), "t": np.arange(n) / 15,
+                "ear_left": 0.3 - 0.02 * ci + rng.normal(0, 0.01, n), "mar": 0.1 + 0.2 * ci + rng.normal(0, 0.02, n),
+                "yaw": 5.0 * s + rng.normal(0, 2, n), "face_present": 1.0,
+            }))  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
+def params(**kw) -> WindowsParams:
+    base = {"size": 10, "stride": 5, "features": FEATS, "val_fraction": 0.2, "test_fraction": 0.2}
+    return WindowsParams(**{**base, **kw})
+
+
+def test_window_starts_labels_and_drop_counts():
+    n = 30
+    codes = np.r_[np.zeros(12, int), np.ones(13, int), -np.ones(5, int)]  # normal, phonecall, unlabelled
+    face = np.ones(n)
+    face[0:6] = 0  # the first window lacks a face
+    bounds = np.array([0, n])
+    starts, lab, cnt = W.window_starts(codes, face, bounds, 10, 5, 0.8, True)
+    # candidates 0,5,10,15,20: 0 low face; 5 and 10 straddle two labels; 15 is phonecall; 20 has unlabelled frames
+    assert cnt == {"candidates": 5, "dropped_mixed": 2, "dropped_unlabelled": 1, "dropped_low_face": 1}
+    assert starts.tolist() == [15] and lab.tolist() == [1]
+    _, lab2, cnt2 = W.window_starts(codes, np.ones(n), bounds, 10, 5, 0.8, drop_mixed=False)
+    assert cnt2["dropped_mixed"] == 0 and lab2.tolist() == [0, 0, 1, 1]  # majority labels
+    # two videos back to back: no window crosses the boundary, short videos give none
+    st, _, c3 = W.window_starts(np.zeros(37, int), np.ones(37), np.array([0, 12, 21, 37]), 10, 5, 0.8, True)
+    assert st.tolist() == [0, 21, 26] and c3["candidates"] == 3
+
+
+def test_window_values_are_the_frames_they_cover():
+    df = fake_features(n_subjects=3, frames=25).sample(frac=1.0, random_state=0)  # shuffled rows
+    w, _ = W.make_windows(df, params(subject_baseline=False), CLASSES)
+    ref = df.set_index(["video", "frame"]).sort_index()
+    for i in (0, 7, len(w.index) - 1):
+        r = w.index.iloc[i]
+        want = ref.loc[r["video"]].loc[r["start_frame"] : r["end_frame"], list(FEATS)].to_numpy(np.float32)
+        np.testing.assert_array_equal(w.x[i], want)
+        assert ref.loc[(r["video"], r["start_frame"]), "label"] == r["label"]
+
+
+def test_split_is_by_subject_deterministic_and_covers_classes():
+    df = fake_features()
+    w1, m1 = W.build(df, params(), CLASSES)
+    w2, _ = W.build(df, params(), CLASSES)
+    assert w1.index["split"].tolist() == w2.index["split"].tolist()
+    np.testing.assert_array_equal(w1.x, w2.x)
+    per_subject = w1.index.groupby("subject")["split"].nunique()
+    assert (per_subject == 1).all()  # no subject in two splits
+    for sp in W.SPLITS:
+        assert set(w1.index.loc[w1.index["split"] == sp, "label"]) == set(CLASSES)
+    assert sorted(s for v in m1["subjects"].values() for s in v) == [f"s{i}" for i in range(6)]
+    seeds = {tuple(W.build(df, params(split_seed=s), CLASSES)[1]["subjects"]["test"]) for s in range(5)}
+    assert len(seeds) > 1  # the seed decides which subjects are held out
+
+
+def test_missing_class_in_a_split_is_a_clear_error():
+    df = fake_features()
+    df = df[~((df["label"] == "yawn") & (df["subject"] != "s0"))]  # only s0 ever yawns
+    with pytest.raises(W.SplitError, match=r"class 'yawn' has no windows in split '(train|val|test)'.*\['s0'\]"):
+        W.build(df, params(), CLASSES)
+
+
+def test_normalisation_fitted_on_train_only():
+    df = fake_features()
+    w, meta = W.build(df, params(), CLASSES)
+    train = (w.index["split"] == "train").to_numpy()
+    xt = w.x[train].reshape(-1, len(FEATS))
+    np.testing.assert_allclose(xt[:, :3].mean(0), 0, atol=1e-4)  # flags with std 0 are centred, not scaled
+    np.testing.assert_allclose(xt[:, :3].std(0), 1, atol=1e-3)
+    # shifting only the test subjects' raw values must not move the stored statistics
+    test_subjects = meta["subjects"]["test"]
+    shifted = df.copy()
+    shifted.loc[shifted["subject"].isin(test_subjects), "mar"] += 100
+    _, meta2 = W.build(shifted, params(), CLASSES)
+    assert meta2["normalisation"]["mean"] == meta["normalisation"]["mean"]
+
+
+def test_nan_is_imputed_and_counted():
+    df = fake_features()
+    df.loc[df.index[:3], "yaw"] = np.nan
+    w, meta = W.build(df, params(), CLASSES)
+    assert not np.isnan(w.x).any()
+    assert meta["normalisation"]["imputed_nan"][FEATS.index("yaw")] > 0
+
+
+def test_subject_baseline_removes_each_drivers_offset():
+    df = fake_features()  # yaw has a per-subject offset of 5 degrees x subject
+    raw_w, _ = W.build(df, params(subject_baseline=False), CLASSES)
+    base_w, meta = W.build(df, params(subject_baseline=True), CLASSES)
+    yaw = FEATS.index("yaw")
+    spread = lambda w: w.index.assign(v=w.x[:, :, yaw].mean(1)).groupby("subject")["v"].mean().std()  # noqa: E731
+    assert spread(base_w) < 0.2 * spread(raw_w)
+    assert meta["normalisation"]["subject_baseline"] is True
+
+
+def test_generic_format_round_trip_of_a_hand_made_data_set(tmp_path):
+    """Written by hand (3 classes, 7 features, length 20), read back with everything from the data."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    classes, feats, t = ["a", "b", "c"], [f"f{i}" for i in range(7)], 20
+    for sp, n in (("train", 12), ("val", 6), ("test", 6)):
+        x = rng.normal(size=(n, t, 7)).astype(np.float32)
+        table = pa.table({
+            "window_id": [f"{sp}{i}" for i in range(n)], "video": [f"vid{i}" for i in range(n)],
+            "subject": [f"{sp}_subj{i % 2}" for i in range(n)], "label": [classes[i % 3] for i in range(n)],
+            "split": [sp] * n, "start_frame": np.zeros(n, np.int32), "end_frame": np.full(n, t - 1, np.int32),
+            "start_t": np.zeros(n), "end_t": np.full(n, (t - 1) / 10),
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
+        })  # fmt: skip
+        pq.write_table(table, tmp_path / f"{sp}.parquet")
+    (tmp_path / "meta.json").write_text(json.dumps({"format": W.FORMAT, "features": feats, "classes": classes,
+                                                    "window": t}))  # fmt: skip
+    x, y, index, meta = W.load_split(tmp_path, "val")
+    assert x.shape == (6, 20, 7) and y.tolist() == [0, 1, 2, 0, 1, 2]
+    assert meta["classes"] == classes and list(index.columns[:3]) == ["window_id", "video", "subject"]
+
+
+def test_stage_writes_the_format(tmp_path):
+    df = fake_features()
+    w, meta = W.build(df, params(), CLASSES)
+    W.write(w, meta, tmp_path)
+    total = 0
+    for sp in W.SPLITS:
+        x, y, index, _ = W.load_split(tmp_path, sp)
+        assert x.shape[1:] == (10, len(FEATS)) and (index["split"] == sp).all()
+        assert (index["end_frame"] - index["start_frame"] == 9).all()
+        rows = w.index["window_id"].isin(index["window_id"]).to_numpy()
+        order = w.index.loc[rows].set_index("window_id").loc[index["window_id"]]
+        assert (order["label"].to_numpy() == np.asarray(CLASSES)[y]).all()
+        total += len(x)
+    assert total == len(w.index) == meta["counts"]["kept"]
