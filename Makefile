@@ -32,6 +32,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_landmarks.py
+	$(BIN)/python bench/bench_windows.py
 
 clean:
 	rm -rf $(VENV)

@@ -27,6 +27,26 @@ def demo_clips(out: Path, n_subjects: int = 2, seconds: float = 6.0, size: tuple
     return sorted((out / "videos").glob("*.mp4"))
 
 
+def bare_letterboxed(video: Path, canvas: int):
+    """The bare baseline: decode every frame and letterbox it onto a square canvas (BGR)."""
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(video))
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    s = min(canvas / w, canvas / h)
+    nw, nh = round(w * s), round(h * s)
+    x0, y0 = (canvas - nw) // 2, (canvas - nh) // 2
+    out = np.zeros((canvas, canvas, 3), np.uint8)
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out[y0 : y0 + nh, x0 : x0 + nw] = f if (nw, nh) == (w, h) else cv2.resize(f, (nw, nh))
+        yield out
+    cap.release()
+
+
 def best_of(fn: Callable[[], int], repeats: int = 3) -> float:
     """Frames per second of ``fn`` (which returns how many frames it handled), best of N."""
     best = 0.0

@@ -11,32 +11,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from _common import best_of, demo_clips, peak_rss_mb
+from _common import bare_letterboxed, best_of, demo_clips, peak_rss_mb
 
 CANVAS = 320
 
 
 def bare(videos: list[Path]) -> int:
     """Decode every frame and letterbox it onto a square canvas: nothing else."""
-    import cv2
-    import numpy as np
-
-    n = 0
-    for v in videos:
-        cap = cv2.VideoCapture(str(v))
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        s = min(CANVAS / w, CANVAS / h)
-        nw, nh = round(w * s), round(h * s)
-        x0, y0 = (CANVAS - nw) // 2, (CANVAS - nh) // 2
-        canvas = np.zeros((CANVAS, CANVAS, 3), np.uint8)
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            canvas[y0 : y0 + nh, x0 : x0 + nw] = f if (nw, nh) == (w, h) else cv2.resize(f, (nw, nh))
-            n += 1
-        cap.release()
-    return n
+    return sum(1 for v in videos for _ in bare_letterboxed(v, CANVAS))
 
 
 def stage(videos: list[Path], out: Path) -> int:

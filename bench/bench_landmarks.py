@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import best_of, demo_clips, peak_rss_mb
+from _common import bare_letterboxed, best_of, demo_clips, peak_rss_mb
 
 CANVAS = 320
 
@@ -22,29 +22,17 @@ def bare(videos: list[Path], hands: bool) -> int:
     """Decode, letterbox, FaceMesh (refine) and Hands per frame; fresh models per video."""
     import cv2
     import mediapipe as mp
-    import numpy as np
 
     n = 0
     for v in videos:
         fm = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
         hd = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=2, model_complexity=0) if hands else None
-        cap = cv2.VideoCapture(str(v))
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        s = min(CANVAS / w, CANVAS / h)
-        nw, nh = round(w * s), round(h * s)
-        x0, y0 = (CANVAS - nw) // 2, (CANVAS - nh) // 2
-        canvas = np.zeros((CANVAS, CANVAS, 3), np.uint8)
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            canvas[y0 : y0 + nh, x0 : x0 + nw] = f if (nw, nh) == (w, h) else cv2.resize(f, (nw, nh))
-            rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+        for frame in bare_letterboxed(v, CANVAS):
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             fm.process(rgb)
             if hd is not None:
                 hd.process(rgb)
             n += 1
-        cap.release()
         fm.close()
         if hd is not None:
             hd.close()
@@ -52,9 +40,9 @@ def bare(videos: list[Path], hands: bool) -> int:
 
 
 def jobs(videos: list[Path], plans: Path, out: Path, hands: bool) -> list[tuple]:
-    from pipeline.landmarks import Models
+    from pipeline.config import LandmarksParams
 
-    return [(v.stem, v.name, v, plans / f"{v.stem}.parquet", out, Models(hands=hands), 0.0) for v in videos]
+    return [(v.stem, v.name, v, plans / f"{v.stem}.parquet", out, LandmarksParams(hands=hands), 0.0) for v in videos]
 
 
 def stage(job_list: list[tuple], workers: int) -> int:
@@ -107,9 +95,10 @@ def main() -> None:
             write_mp4(frames * k, d / f"{name}.mp4", 15)
             plan_one((name, name, d / f"{name}.mp4", d / "plans", 15.0, CANVAS, 1))
             mem[name] = peak_rss_mb(
-                "from pathlib import Path; from pipeline.landmarks import process_video, Models; "
+                "from pathlib import Path; from pipeline.landmarks import process_video; "
+                "from pipeline.config import LandmarksParams; "
                 f"r = process_video(('{name}', '{name}', Path('{d}/{name}.mp4'), Path('{d}/plans/{name}.parquet'), "
-                f"Path('{d}/o'), Models(hands={hands}), 0.0)); assert r['status'] == 'ok', r"
+                f"Path('{d}/o'), LandmarksParams(hands={hands}), 0.0)); assert r['status'] == 'ok', r"
             )
         print(
             f"peak memory: {len(frames)} frames {mem['short']:.0f} MB | {8 * len(frames)} frames "

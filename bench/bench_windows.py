@@ -46,7 +46,7 @@ def main() -> None:
     df = table()
     wp = WindowsParams()
     classes = ("normal", "phonecall", "text", "yawn")
-    x = df[list(wp.features)].to_numpy(np.float32)
+    x = np.ascontiguousarray(df[list(wp.features)].to_numpy(np.float32))  # the bare loop gets row-major too
     n = len(df)
 
     def bare() -> int:

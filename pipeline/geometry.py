@@ -120,15 +120,21 @@ class Letterbox:
         sy = self.inner_size[1] / self.src_h
         return np.stack([xy[..., 0] * sx + self.pad_x, xy[..., 1] * sy + self.pad_y], axis=-1)
 
-    def normalized_to_source(self, pts: np.ndarray) -> np.ndarray:
-        """MediaPipe output (..., 3) normalised to the canvas -> source pixels (x, y, z).
+    def normalized_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mul, add) with ``source = normalised * mul + add`` for MediaPipe (x, y, z) points.
 
         MediaPipe's z uses the same scale as x (canvas width), so it is mapped with it.
         """
-        pts = np.asarray(pts, dtype=np.float64)
-        xy = self.to_source(pts[..., :2] * [self.canvas_w, self.canvas_h])
-        z = pts[..., 2] * self.canvas_w * (self.src_w / self.inner_size[0])
-        return np.concatenate([xy, z[..., None]], axis=-1)
+        sx = self.inner_size[0] / self.src_w
+        sy = self.inner_size[1] / self.src_h
+        mul = np.array([self.canvas_w / sx, self.canvas_h / sy, self.canvas_w / sx])
+        add = np.array([-self.pad_x / sx, -self.pad_y / sy, 0.0])
+        return mul, add
+
+    def normalized_to_source(self, pts: np.ndarray) -> np.ndarray:
+        """MediaPipe output (..., 3) normalised to the canvas -> source pixels (x, y, z)."""
+        mul, add = self.normalized_affine()
+        return np.asarray(pts, dtype=np.float64) * mul + add
 
     def as_dict(self) -> dict:
         return asdict(self)

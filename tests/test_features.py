@@ -121,13 +121,14 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
 
 def _measure(frames, tmp_path, name, canvas):
     """Real path: write a video, plan it, run MediaPipe, map back, compute features."""
+    from pipeline.config import LandmarksParams
     from pipeline.frames import plan_video
-    from pipeline.landmarks import Models, detect_video, iter_landmarks, read_landmarks
+    from pipeline.landmarks import detect_video, iter_landmarks, read_landmarks
 
     video = write_clip(tmp_path / f"{name}.mp4", frames)
     plan, _ = plan_video(video, 15, canvas, 1)
     out = tmp_path / f"{name}.parquet"
-    detect_video(video, plan, Models(hands=False), out, name)
+    detect_video(video, plan, LandmarksParams(hands=False), out, name)
     return video_features(iter_landmarks(out, batch_size=4), 0), read_landmarks(out)
 
 

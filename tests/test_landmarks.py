@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.config import LandmarksParams
 from pipeline.frames import plan_video
-from pipeline.landmarks import Models, detect_video, read_landmarks
+from pipeline.landmarks import detect_video, read_landmarks
 from tests.conftest import ROOT, write_clip
 
 
@@ -18,8 +19,8 @@ def test_output_is_in_source_pixels_and_deterministic(clip_frames, subject, tmp_
     video = write_clip(tmp_path / "v.mp4", clip_frames["normal"][:12])
     plan, _ = plan_video(video, 15, 256, 1)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    stats = detect_video(video, plan, Models(hands=True), a, "v.mp4")
-    detect_video(video, plan, Models(hands=True), b, "v.mp4")
+    stats = detect_video(video, plan, LandmarksParams(hands=True), a, "v.mp4")
+    detect_video(video, plan, LandmarksParams(hands=True), b, "v.mp4")
     assert a.read_bytes() == b.read_bytes()
     assert stats["face_frames"] == 12
     lm = read_landmarks(a)
@@ -34,7 +35,7 @@ def test_output_is_in_source_pixels_and_deterministic(clip_frames, subject, tmp_
 def test_hands_can_be_switched_off(clip_frames, tmp_path):
     video = write_clip(tmp_path / "v.mp4", clip_frames["phonecall"][:4])
     plan, _ = plan_video(video, 15, 256, 1)
-    detect_video(video, plan, Models(hands=False), tmp_path / "o.parquet", "v")
+    detect_video(video, plan, LandmarksParams(hands=False), tmp_path / "o.parquet", "v")
     lm = read_landmarks(tmp_path / "o.parquet")
     assert np.isnan(lm["hands"]).all() and not lm["hand_present"].any()
 
@@ -76,3 +77,19 @@ def test_killed_stage_leaves_no_trusted_half_output(clip_frames, tmp_path):
     assert 1 <= len(done) < 6
     for f in done:
         assert pq.read_table(f).num_rows == 24
+
+
+def test_fast_landmark_reader_matches_the_protobuf_fields():
+    from mediapipe.framework.formats import landmark_pb2
+
+    from pipeline.landmarks import landmark_array
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1, 2, (478, 3)).astype(np.float32)
+    pts[5] = 0.0  # zeros must still be on the wire (proto2 fields that were set)
+    msg = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in pts:
+        msg.landmark.add(x=x, y=y, z=z)
+    np.testing.assert_array_equal(landmark_array(msg, 478), pts)
+    msg.landmark[3].visibility = 0.5  # another layout: the general path must take over
+    np.testing.assert_array_equal(landmark_array(msg, 478), pts)
