@@ -105,11 +105,12 @@ def validate(
     features_path: Annotated[Path, typer.Option("--features")] = Path("data/features.parquet"),
     windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
+    quarantine: Annotated[Path, typer.Option(help="quarantine list to summarise")] = Path("data/quarantine.json"),
 ) -> None:
     """Great Expectations suites on features and windows; fails on a broken contract."""
     from pipeline import validate as stage
 
-    _run(lambda: stage.run(load_params(params), features_path, windows_dir, out))
+    _run(lambda: stage.run(load_params(params), features_path, windows_dir, out, quarantine))
 
 
 def main() -> None:  # pragma: no cover

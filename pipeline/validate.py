@@ -309,11 +309,28 @@ def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple
     return outcomes, facts
 
 
-def run(params: Params, features_path: Path, windows_dir: Path, out_dir: Path) -> dict:
+def quarantine_facts(path: Path | None) -> dict[str, str]:
+    """Headline of the quarantine list (data/quarantine.json), for the report."""
+    from pipeline.io import read_json
+
+    if path is None or not Path(path).exists():
+        return {}
+    q = read_json(path)
+    items = [f"{v['video']} ({v['stage']}: {v['reason']})" for v in q.get("quarantined", [])]
+    facts = {"quarantined inputs": f"{len(items)}" + (": " + "; ".join(items) if items else "")}
+    if q.get("ignored_files"):
+        facts["files not in labels.csv (ignored)"] = ", ".join(q["ignored_files"])
+    return facts
+
+
+def run(
+    params: Params, features_path: Path, windows_dir: Path, out_dir: Path, quarantine_path: Path | None = None
+) -> dict:
     """Stage entry: validate, write the report, raise :class:`ValidationFailed` on critical failures."""
     from pipeline.io import atomic_path, write_json
 
     outcomes, facts = validate(params, pd.read_parquet(features_path), windows_dir)
+    facts |= quarantine_facts(quarantine_path)
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(outcomes, facts))
     write_json(out_dir / "results.json", {"facts": facts, "results": [o.__dict__ for o in outcomes]})

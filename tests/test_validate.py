@@ -132,6 +132,18 @@ def test_critical_failure_stops_the_stage_with_names(clean, tmp_path):
     assert (tmp_path / "report" / "summary.md").read_text().startswith("# Data validation: FAILED")
 
 
+def test_report_lists_quarantined_inputs(clean, tmp_path):
+    params, df, wdir = clean
+    df.to_parquet(tmp_path / "features.parquet")
+    q = tmp_path / "quarantine.json"
+    q.write_text(json.dumps({"quarantined": [{"video": "videos/bad.mp4", "video_id": "videos__bad",
+                 "stage": "frames", "reason": "empty file (0 bytes)"}], "ignored_files": ["notes.txt"]}))  # fmt: skip
+    V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report", q)
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "- quarantined inputs: 1: videos/bad.mp4 (frames: empty file (0 bytes))" in text
+    assert "notes.txt" in text
+
+
 def test_warnings_pass_but_are_reported(clean, tmp_path):
     params, df, wdir = clean
     first = df["video"].iloc[0]
