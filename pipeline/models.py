@@ -1,0 +1,284 @@
+"""The model zoo: a registry of sequence classifiers with one constructor shape.
+
+Every architecture is built as ``create_model(name, n_features, n_classes, window,
+**hparams)`` and maps ``x`` of shape (B, T, F) to logits (B, C). Attention models
+also give their weights over time: ``model(x, return_attention=True) -> (logits,
+weights (B, T))``. Saved as a state dict + a JSON config; loaded with
+``weights_only=True`` (no pickled code is ever executed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+ATTENTION_MODELS = {"lstm_attn", "bilstm_attn", "stacked_bilstm_attn"}
+
+
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make an architecture available as ``name``."""
+
+    def deco(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' registered twice")
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, n_features: int, n_classes: int, window: int, **hparams: Any) -> nn.Module:
+    """Build a registered architecture; unknown names and hyper-parameters fail with the name."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model '{name}'; registered: {list_models()}")
+    try:
+        return _REGISTRY[name](n_features, n_classes, window, **hparams)
+    except TypeError as exc:
+        raise TypeError(f"model '{name}': {exc}") from exc
+
+
+# --- building blocks -------------------------------------------------------------------------
+class AdditiveAttention(nn.Module):
+    """Bahdanau-style attention over time: a_t = softmax_t(v . tanh(W h_t))."""
+
+    def __init__(self, dim: int, attn_dim: int = 64) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, attn_dim)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # h: (B, T, D)
+        scores = self.v(torch.tanh(self.proj(h))).squeeze(-1)  # (B, T)
+        weights = torch.softmax(scores, dim=1)  # (B, T)
+        context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # (B, D)
+        return context, weights
+
+
+class _Recurrent(nn.Module):
+    """A recurrent encoder + linear head, reading the last step's hidden (or cell) state."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        window: int,
+        cell: str = "lstm",
+        hidden: int = 64,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.2,
+        readout: str = "hidden",
+    ) -> None:
+        super().__init__()
+        rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        self.cell, self.readout, self.bidirectional = cell, readout, bidirectional
+        self.rnn = rnn_cls(n_features, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F)
+        _, state = self.rnn(x)
+        h = state[1] if self.readout == "cell" else (state[0] if self.cell == "lstm" else state)  # (L*D, B, H)
+        last = torch.cat([h[-2], h[-1]], dim=-1) if self.bidirectional else h[-1]  # (B, H*D)
+        return self.head(self.drop(last))
+
+
+class _AttentionRecurrent(nn.Module):
+    """(stacked) (Bi-)LSTM -> optional time-distributed dense -> additive attention -> head."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        window: int,
+        hidden: int = 64,
+        layers: int = 1,
+        bidirectional: bool = False,
+        pre_layers: int = 0,
+        dense: int = 0,
+        attn_dim: int = 64,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.pre = (
+            nn.LSTM(
+                n_features, hidden, num_layers=pre_layers, batch_first=True, dropout=dropout if pre_layers > 1 else 0
+            )
+            if pre_layers
+            else None
+        )
+        d_in = hidden if pre_layers else n_features
+        self.rnn = nn.LSTM(d_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        d = hidden * (2 if bidirectional else 1)
+        self.dense = nn.Sequential(nn.Linear(d, dense), nn.Tanh()) if dense else None
+        d = dense or d
+        self.attn = AdditiveAttention(d, attn_dim)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(d, n_classes)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        # x: (B, T, F)
+        h = self.pre(x)[0] if self.pre is not None else x  # (B, T, H)
+        h = self.rnn(h)[0]  # (B, T, D)
+        if self.dense is not None:
+            h = self.dense(h)  # time-distributed: (B, T, dense)
+        context, weights = self.attn(h)  # (B, D), (B, T)
+        logits = self.head(self.drop(context))
+        return (logits, weights) if return_attention else logits
+
+
+# --- the zoo ---------------------------------------------------------------------------------
+@register("rnn")
+def rnn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="rnn", **hp)
+
+
+@register("gru")
+def gru(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="gru", **hp)
+
+
+@register("lstm")
+def lstm(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", **hp)
+
+
+@register("lstm_state")
+def lstm_state(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    """Classifies from the final CELL state instead of the hidden state."""
+    return _Recurrent(n_features, n_classes, window, cell="lstm", readout="cell", **hp)
+
+
+@register("stacked_lstm")
+def stacked_lstm(n_features: int, n_classes: int, window: int, layers: int = 2, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", layers=layers, **hp)
+
+
+@register("bilstm")
+def bilstm(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, **hp)
+
+
+@register("stacked_bilstm")
+def stacked_bilstm(n_features: int, n_classes: int, window: int, layers: int = 2, **hp: Any) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, layers=layers, **hp)
+
+
+@register("lstm_attn")
+def lstm_attn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _AttentionRecurrent(n_features, n_classes, window, **hp)
+
+
+@register("bilstm_attn")
+def bilstm_attn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+    return _AttentionRecurrent(n_features, n_classes, window, bidirectional=True, **hp)
+
+
+@register("stacked_bilstm_attn")
+def stacked_bilstm_attn(
+    n_features: int, n_classes: int, window: int, pre_layers: int = 2, dense: int = 64, **hp: Any
+) -> nn.Module:
+    """2 LSTM layers -> Bi-LSTM -> time-distributed dense -> additive attention."""
+    return _AttentionRecurrent(n_features, n_classes, window, bidirectional=True, pre_layers=pre_layers, dense=dense,
+                               **hp)  # fmt: skip
+
+
+@register("transformer")
+class SmallTransformer(nn.Module):
+    """Linear embedding + learned positional embedding + self-attention encoder blocks, mean-pooled."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        window: int,
+        d_model: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        ff: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Linear(n_features, d_model)
+        self.pos = nn.Parameter(torch.zeros(1, window, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        block = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F)
+        h = self.embed(x) + self.pos[:, : x.shape[1]]  # (B, T, D)
+        h = self.encoder(h)  # (B, T, D)
+        return self.head(self.norm(h.mean(dim=1)))
+
+
+@register("cnn_lstm")
+class CNNLSTM(nn.Module):
+    """Temporal convolutions (local motion patterns) feeding an LSTM."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        window: int,
+        channels: int = 64,
+        kernel: int = 5,
+        hidden: int = 64,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(n_features, channels, kernel, padding=kernel // 2), nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, padding=kernel // 2), nn.ReLU(),
+            nn.MaxPool1d(2),
+        )  # fmt: skip
+        self.rnn = nn.LSTM(channels, hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, F) -> conv over time on (B, F, T)
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T/2, C)
+        _, (hn, _) = self.rnn(h)
+        return self.head(self.drop(hn[-1]))
+
+
+# --- persistence -------------------------------------------------------------------------------
+def save(model: nn.Module, config: dict[str, Any], out_dir: Path) -> None:
+    """``model.pt`` (state dict only) + ``config.json`` (name, shapes, hparams), atomically."""
+    from pipeline.io import atomic_path, write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_json(out_dir / "config.json", config)
+
+
+def load(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild from config.json and load the weights with ``weights_only=True``."""
+    config = json.loads((model_dir / "config.json").read_text())
+    model = create_model(config["model"], config["n_features"], config["n_classes"], config["window"],
+                         **config.get("hparams", {}))  # fmt: skip
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model, config
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
