@@ -113,6 +113,34 @@ def validate(
     _run(lambda: stage.run(load_params(params), features_path, windows_dir, out, quarantine))
 
 
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="a name from params train.models")],
+    params: ParamsOpt = Path("params.yaml"),
+    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
+    models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+) -> None:
+    """Train one model of the zoo (or a baseline) on the windows."""
+    from pipeline import train as stage
+
+    _run(lambda: stage.run(load_params(params), model, windows_dir, models_dir, reports_dir))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="a name from params train.models")],
+    params: ParamsOpt = Path("params.yaml"),
+    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
+    models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+) -> None:
+    """Metrics, operating points and explanations for one trained model."""
+    from pipeline import evaluate as stage
+
+    _run(lambda: stage.run(load_params(params), model, windows_dir, models_dir, reports_dir))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

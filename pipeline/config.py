@@ -86,6 +86,35 @@ class ValidateParams:
     max_class_imbalance: float = 3.0
 
 
+MODEL_NAMES = (
+    "majority", "stats_lr", "rnn", "gru", "lstm", "lstm_state", "stacked_lstm", "bilstm", "stacked_bilstm",
+    "lstm_attn", "bilstm_attn", "stacked_bilstm_attn", "transformer", "cnn_lstm",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    models: tuple[str, ...] = MODEL_NAMES
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    class_weights: bool = True
+    patience: int = 12
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    alert_precision: float = 0.9  # real-time alerting: best recall with precision >= this
+    report_recall: float = 0.9  # post-hoc reporting: best precision with recall >= this
+    explain_windows: int = 200  # test windows explained with Integrated Gradients (cost grows with it)
+
+
 @dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
@@ -95,6 +124,9 @@ class Params:
     features: FeaturesParams = field(default_factory=FeaturesParams)
     windows: WindowsParams = field(default_factory=WindowsParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    hparams: dict[str, dict] = field(default_factory=dict)  # per model name: constructor keyword arguments
 
 
 _CHECKS: dict[str, tuple[str, Any]] = {
@@ -117,6 +149,15 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "windows.val_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
     "windows.test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
     "windows.features": ("must name at least one feature, each once", lambda v: len(v) == len(set(v)) > 0),
+    "train.models": (
+        f"must name models of the zoo {list(MODEL_NAMES)}, each once",
+        lambda v: len(v) == len(set(v)) > 0 and set(v) <= set(MODEL_NAMES),
+    ),
+    "hparams": (f"keys must be model names of the zoo {list(MODEL_NAMES)}", lambda v: set(v) <= set(MODEL_NAMES)),
+    "train.epochs": ("must be >= 1", lambda v: v >= 1),
+    "train.batch_size": ("must be >= 1", lambda v: v >= 1),
+    "train.lr": ("must be > 0", lambda v: v > 0),
+    "train.label_smoothing": ("must be in [0, 1)", lambda v: 0 <= v < 1),
 }
 
 
@@ -135,6 +176,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"params key '{key}' has the wrong type: {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"params key '{key}' must be a mapping, got {type(value).__name__}")
+        return {str(k): v for k, v in value.items()}
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"params key '{key}' must be null")

@@ -264,8 +264,12 @@ def save(model: nn.Module, config: dict[str, Any], out_dir: Path) -> None:
     from pipeline.io import atomic_path, write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()  # torch.save names the zip's root after the file: a buffer keeps the bytes stable
+    torch.save(model.state_dict(), buf)
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
+        tmp.write_bytes(buf.getvalue())
     write_json(out_dir / "config.json", config)
 
 
