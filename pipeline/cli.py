@@ -141,6 +141,35 @@ def evaluate(
     _run(lambda: stage.run(load_params(params), model, windows_dir, models_dir, reports_dir))
 
 
+@app.command()
+def report(
+    params: ParamsOpt = Path("params.yaml"),
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
+    quarantine: Annotated[Path, typer.Option(help="quarantine list")] = Path("data/quarantine.json"),
+) -> None:
+    """The comparison of all models: reports/summary.md + summary.html."""
+    from pipeline import report as stage
+
+    _run(lambda: stage.run(load_params(params), reports_dir, windows_dir, quarantine))
+
+
+@app.command("pr-comment")
+def pr_comment(
+    base: Annotated[str, typer.Option(help="git revision to compare against, e.g. origin/main")] = "main",
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+    out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+) -> None:
+    """A pull-request comment: the summary plus `dvc metrics diff` and `dvc params diff` against BASE."""
+    from pipeline.report import pr_comment as build
+
+    text = build(base, reports_dir)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -1,0 +1,69 @@
+"""The report a reviewer reads, the HTML page, and the pull-request comment builder."""
+
+import json
+
+import yaml
+
+from pipeline import report as R
+from pipeline import train as T
+from pipeline.config import load_params
+from tests.conftest import ROOT
+
+
+def fake_metrics(test_f1, gap, alert_recall):
+    per = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10} for c in ("a", "b")}
+    split = lambda f: {"macro_f1": f, "accuracy": f, "per_class": per}  # noqa: E731
+    op = {"alert": {"threshold": 0.8, "precision": 0.95, "recall": alert_recall}, "report": None,
+          "average_precision": 0.9}  # fmt: skip
+    return {"train": split(test_f1 + gap + 0.01), "val": split(test_f1 + 0.01), "test": split(test_f1), "gap": gap,
+            "ece": 0.05, "latency_ms": 1.5, "parameters": 1234, "operating_points": {"a": op, "b": op}}  # fmt: skip
+
+
+def test_recommendation():
+    m = {"majority": fake_metrics(0.2, 0.0, 0.0), "gru": fake_metrics(0.9, 0.08, 0.5),
+         "cnn": fake_metrics(0.85, 0.01, 0.9)}  # fmt: skip
+    rec = R.recommend(m)
+    assert rec["best test macro-F1"] == "gru"
+    assert rec["most stable (smallest train-val gap)"] == "cnn"  # majority has gap 0 but does not beat itself
+    assert rec["real-time alerts (best recall at the alert precision)"] == "cnn"
+
+
+def test_summary_and_html_from_stage_outputs(tmp_path):
+    reports, wdir = tmp_path / "reports", tmp_path / "w"
+    from tests.test_train import make_set, params
+
+    make_set(wdir)
+    p = params(models=("majority", "stats_lr"))
+    for name in ("majority", "stats_lr"):
+        T.run(p, name, wdir, tmp_path / "models", reports)
+        from pipeline import evaluate as E
+
+        E.run(p, name, wdir, tmp_path / "models", reports)
+    (reports / "validation").mkdir(parents=True)
+    (reports / "validation" / "results.json").write_text(json.dumps({
+        "facts": {"videos": 3, "subjects": 12, "frames": 999, "face detected": "99.0% of frames"},
+        "results": [{"success": True, "severity": "critical"}]}))  # fmt: skip
+    q = tmp_path / "quarantine.json"
+    q.write_text(json.dumps({"quarantined": [{"video": "v/bad.mp4", "stage": "frames", "reason": "empty file"}]}))
+    summary = R.run(p, reports, wdir, q)
+    md = (reports / "summary.md").read_text()
+    assert summary["best test macro-F1"] == "stats_lr"
+    assert "| `stats_lr` |" in md and "| `majority` |" in md and "quarantined inputs: 1" in md
+    assert "`v/bad.mp4` (frames: empty file)" in md and "validation: passed" in md
+    assert "![comparison](comparison.png)" in md and (reports / "comparison.png").stat().st_size > 1000
+    page = (reports / "summary.html").read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "http" not in page
+
+
+def test_pr_comment_builder():
+    text = R.build_comment("# Summary\n\n## Recommendation\n- x\n\n## The best model, `gru`\n![c](c.png)\n",
+                           "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")  # fmt: skip
+    assert "## Recommendation" in text and "The best model" not in text  # keeps the comment short
+    assert "## Metrics changed against `origin/main`" in text and "| a | 1 |" in text
+    assert "_No parameter changed._" in text
+
+
+def test_report_stage_depends_on_every_trained_model():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    deps = {d for d in stages["report"]["deps"] if d.endswith("metrics.json")}
+    assert deps == {f"reports/{m}/metrics.json" for m in load_params(ROOT / "params.yaml").train.models}
