@@ -119,7 +119,7 @@ def train(
     params: ParamsOpt = Path("params.yaml"),
     windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
     models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports/models"),
 ) -> None:
     """Train one model of the zoo (or a baseline) on the windows."""
     from pipeline import train as stage
@@ -133,7 +133,7 @@ def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
     models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports/models"),
 ) -> None:
     """Metrics, operating points and explanations for one trained model."""
     from pipeline import evaluate as stage

@@ -19,11 +19,11 @@ from pipeline.config import Params
 
 
 def load_metrics(reports_dir: Path, models: tuple[str, ...]) -> dict[str, dict]:
-    """metrics.json of every model in ``models`` (missing ones are an error naming them)."""
-    missing = [m for m in models if not (reports_dir / m / "metrics.json").exists()]
+    """``reports/models/<m>/metrics.json`` of every model in ``models`` (missing ones: an error naming them)."""
+    missing = [m for m in models if not (reports_dir / "models" / m / "metrics.json").exists()]
     if missing:
         raise FileNotFoundError(f"no metrics for {missing}: run `dvc repro evaluate` first")
-    return {m: json.loads((reports_dir / m / "metrics.json").read_text()) for m in models}
+    return {m: json.loads((reports_dir / "models" / m / "metrics.json").read_text()) for m in models}
 
 
 def data_summary(validation: dict, meta: dict, quarantine: dict) -> list[str]:
@@ -141,9 +141,9 @@ def summary_markdown(params: Params, reports_dir: Path, windows_dir: Path, quara
     best = rec["best test macro-F1"]
     lines += ["", f"## The best model, `{best}`", ""]
     for fig in ("confusion", "pr_curves", "ig_importance", "ig_maps", "attention"):
-        if (reports_dir / best / "figures" / f"{fig}.png").exists():
-            lines.append(f"![{fig}]({best}/figures/{fig}.png)")
-    wrong = reports_dir / best / "wrong.csv"
+        if (reports_dir / "models" / best / "figures" / f"{fig}.png").exists():
+            lines.append(f"![{fig}](models/{best}/figures/{fig}.png)")
+    wrong = reports_dir / "models" / best / "wrong.csv"
     if wrong.exists():
         import pandas as pd
 
@@ -157,7 +157,7 @@ def summary_markdown(params: Params, reports_dir: Path, windows_dir: Path, quara
         ]
         lines += [f"| `{r.video}` | {r.subject} | {r.start_t:.1f} | {r.end_t:.1f} | {r.true} | {r.predicted} | "
                   f"{r.confidence:.2f} |" for r in w.itertuples()]  # fmt: skip
-    lines += ["", "Per-model figures: `reports/<model>/figures/`; metrics: `reports/<model>/metrics.json`.", ""]
+    lines += ["", "Per model: `reports/models/<model>/` (metrics.json, figures/, wrong.csv, train_log.csv).", ""]
     return "\n".join(lines)
 
 
