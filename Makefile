@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Stages call `python -m pipeline.cli ...`: run them with the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench sweep clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ bench: install
 	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_landmarks.py
 	$(BIN)/python bench/bench_windows.py
+
+# window-size sweep: one `dvc exp run` per size, then a table of macro-F1 per model and size
+SIZES ?= 30 60 90 120
+sweep: install
+	$(BIN)/python -m pipeline.cli sweep $(foreach s,$(SIZES),--sizes $(s))
 
 clean:
 	rm -rf $(VENV)

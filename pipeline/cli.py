@@ -170,6 +170,16 @@ def pr_comment(
         out.write_text(text)
 
 
+@app.command()
+def sweep(
+    sizes: Annotated[list[int], typer.Option("--sizes", help="window sizes (frames) to try")] = [30, 60, 90, 120],  # noqa: B006
+) -> None:
+    """Window-size sweep as DVC experiments, printed as one macro-F1 table."""
+    from pipeline import sweep as s
+
+    s.run(sizes)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

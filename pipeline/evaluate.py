@@ -65,17 +65,20 @@ def operating_points(y: np.ndarray, prob: np.ndarray, classes: list[str], min_pr
 
         out[c] = {
             "average_precision": float(average_precision_score(target, prob[:, k])),
-            "alert": _pick(p >= min_precision, r, p, r, t),
-            "report": _pick(r >= min_recall, p, p, r, t),
+            "alert": _pick(p >= min_precision, r, p, p, r, t),
+            "report": _pick(r >= min_recall, p, r, p, r, t),
         }
     return out, curves
 
 
-def _pick(mask: np.ndarray, key: np.ndarray, p: np.ndarray, r: np.ndarray, t: np.ndarray) -> dict | None:
-    """The point of the curve maximising ``key`` among those where ``mask`` holds (None if none)."""
+def _pick(
+    mask: np.ndarray, key: np.ndarray, tie: np.ndarray, p: np.ndarray, r: np.ndarray, t: np.ndarray
+) -> dict | None:
+    """The point maximising ``key`` (ties: ``tie``) among those where ``mask`` holds (None if none)."""
     if not mask.any():
         return None
-    i = np.flatnonzero(mask)[np.argmax(key[mask])]
+    idx = np.flatnonzero(mask)
+    i = idx[np.lexsort((tie[idx], key[idx]))[-1]]
     return {"threshold": float(t[i]), "precision": float(p[i]), "recall": float(r[i])}
 
 

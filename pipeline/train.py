@@ -1,7 +1,8 @@
 """`train` stage: fit one model of the zoo (or a baseline) on the windows, select on validation.
 
 AdamW, a cosine learning-rate schedule with warm-up, label smoothing, inverse-frequency
-class weights, gradient clipping, early stopping on validation macro-F1 with patience.
+class weights, gradient clipping, early stopping on validation macro-F1 (ties: lower validation loss) with patience. The
+logged train macro-F1 is that of the epoch's own batch predictions (no extra pass).
 Deterministic: seeded init and batch order, so the same data and params give the same
 metrics. Writes ``models/<name>/{model.pt, config.json}`` and a per-epoch log
 ``reports/<name>/train_log.csv`` (epoch, train/val loss and macro-F1, lr, seconds).
@@ -73,7 +74,7 @@ def fit_torch(
     xt, yt = torch.tensor(xtr, device=device), torch.tensor(ytr, device=device)
     xv, yv = torch.tensor(xva, device=device), torch.tensor(yva, device=device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best = (-1.0, None, -1)  # (val macro-F1, state, epoch)
+    best: tuple = ((-1.0, -np.inf), None, -1)  # ((val macro-F1, -val loss), state, epoch)
     history = []
     bar = tqdm(range(cfg.epochs), desc=f"train {name}", unit="epoch", disable=None)
     for epoch in bar:
@@ -83,21 +84,24 @@ def fit_torch(
         model.train()
         order = torch.randperm(len(xt), generator=gen)
         total = 0.0
+        seen = torch.empty(len(xt), dtype=torch.long)  # predictions made while training (no extra pass)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            logits = model(xt[idx])
+            loss = loss_fn(logits, yt[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             total += loss.item() * len(idx)
+            seen[idx] = logits.detach().argmax(1).cpu()
         model.eval()
         with torch.no_grad():
-            tr_logits, va_logits = model(xt), model(xv)
+            va_logits = model(xv)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": total / len(xt),
-                "train_f1": macro_f1(ytr, tr_logits.argmax(1).cpu().numpy(), n_classes),
+                "train_f1": macro_f1(ytr, seen.numpy(), n_classes),
                 "val_loss": float(loss_fn(va_logits, yv)),
                 "val_f1": macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes),
                 "lr": opt.param_groups[0]["lr"],
@@ -105,10 +109,11 @@ def fit_torch(
             }
         history.append(row)
         bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")
-        if row["val_f1"] > best[0]:
-            best = (row["val_f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
+        score = (row["val_f1"], -row["val_loss"])  # ties on macro-F1 go to the lower validation loss
+        if score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
         elif epoch - best[2] >= cfg.patience:
-            log.info("%s: early stop at epoch %d (best val macro-F1 %.3f at epoch %d)", name, epoch + 1, best[0],
+            log.info("%s: early stop at epoch %d (best val macro-F1 %.3f at epoch %d)", name, epoch + 1, best[0][0],
                      best[2] + 1)  # fmt: skip
             break
     bar.close()

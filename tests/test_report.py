@@ -66,3 +66,18 @@ def test_report_stage_reads_the_per_model_folder():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert "reports/models" in stages["report"]["deps"]  # any train.models list works, no edits to dvc.yaml
     assert stages["evaluate"]["metrics"] == [{"reports/models/${item.model}/metrics.json": {"cache": False}}]
+
+
+def test_sweep_table_from_metrics_files(tmp_path):
+    from pipeline import sweep
+
+    rows = []
+    for size, f1 in ((30, {"gru": 0.8, "lstm": 0.7}), (90, {"gru": 0.9, "lstm": 0.75})):
+        for model, v in f1.items():
+            d = tmp_path / "models" / model
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "metrics.json").write_text(json.dumps({"test": {"macro_f1": v}, "val": {"macro_f1": v}, "gap": 0.0}))
+        rows += sweep.collect(tmp_path, size)
+    t = sweep.table(rows)
+    assert list(t.index) == ["gru", "lstm"] and list(t.columns) == [30, 90]
+    assert t.loc["gru", 90] == 0.9

@@ -1,7 +1,8 @@
-"""The real `dvc repro` through `validate` on a tiny demo (3 subjects x 4 classes x 1 short clip)."""
+"""The real `dvc repro` of the whole pipeline on a tiny demo (3 subjects x 4 classes x 1 short clip)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_dvc_repro_through_validation_on_tiny_demo(tmp_path):
+def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
     work = tmp_path / "proj"
     work.mkdir()
     for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
@@ -26,6 +27,9 @@ def test_dvc_repro_through_validation_on_tiny_demo(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
     params["windows"].update(size=20, stride=10)
+    params["train"].update(models=["majority", "stats_lr", "gru"], epochs=3, patience=3)
+    params["hparams"]["gru"] = {"hidden": 8}
+    params["evaluate"]["explain_windows"] = 8
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -39,8 +43,9 @@ def test_dvc_repro_through_validation_on_tiny_demo(tmp_path):
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         return res.stdout
 
-    out = dvc("repro", "validate")
-    for stage in ("demo", "frames", "landmarks", "features", "windows", "validate"):
+    out = dvc("repro")
+    for stage in ("demo", "frames", "landmarks", "features", "windows", "validate", "train@gru", "evaluate@gru",
+                  "report"):  # fmt: skip
         assert f"Running stage '{stage}'" in out
     df = pd.read_parquet(work / "data" / "features.parquet")
     assert set(df["label"]) == {"normal", "phonecall", "text", "yawn"}
@@ -51,9 +56,18 @@ def test_dvc_repro_through_validation_on_tiny_demo(tmp_path):
     assert meta["counts"]["kept"] == 12 * 3  # 45 frames, size 20, stride 10 -> 3 windows a clip
     assert (work / "reports" / "validation" / "summary.md").read_text().startswith("# Data validation: PASSED")
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"demo", "frames", "landmarks", "features", "windows", "validate"}
+    assert {"demo", "frames", "landmarks", "features", "windows", "validate", "report"} <= set(lock["stages"])
+    assert {f"{s}@{m}" for s in ("train", "evaluate") for m in ("majority", "stats_lr", "gru")} <= set(lock["stages"])
+    summary = (work / "reports" / "summary.md").read_text()
+    assert "| `gru` |" in summary and "| `majority` |" in summary
+    assert "gru" in dvc("metrics", "show")
     # a relabel must rerun features: labels.csv is one of its declared inputs
     assert "data/demo/labels.csv" in {d["path"] for d in lock["stages"]["features"]["deps"]}
-    again = dvc("repro", "validate")
+    again = dvc("repro")
     assert "Running stage" not in again  # nothing changed: everything cached
+    # one model's hyper-parameter: only that model's train and evaluate, and the report, rerun
+    params["hparams"]["gru"] = {"hidden": 12}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro")))
+    assert ran == {"train@gru", "evaluate@gru", "report"}
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
