@@ -2,11 +2,13 @@
 
     python -m pipeline.cli sweep --sizes 30 60 90 120      (or: make sweep)
 
-Each size runs ``dvc exp run -S windows.size=N`` (a real, reproducible experiment you
-can list with ``dvc exp show`` and restore with ``dvc exp apply``); after each run the
-test (and val) macro-F1 of every model is read from ``reports/models/*/metrics.json``.
-The workspace is left on the last experiment: ``dvc exp apply`` another, or
-``git checkout params.yaml dvc.lock && dvc checkout`` to return to the committed state.
+Each size is queued as a DVC experiment (``dvc exp run --queue -S windows.size=N
+--name window-N``), the queue runs (``dvc exp run --run-all``: each experiment in its
+own temporary copy, stages that did not change come from the DVC cache), then every
+experiment is applied in turn (``dvc exp apply window-N``) and the macro-F1 of every
+model is read from ``reports/models/*/metrics.json``. The experiments stay listed in
+``dvc exp show``; the workspace is left on the last one: ``dvc exp apply`` another, or
+``git checkout params.yaml dvc.lock reports && dvc checkout`` to return to the commit.
 """
 
 from __future__ import annotations
@@ -35,13 +37,18 @@ def table(rows: list[dict], value: str = "test_f1") -> pd.DataFrame:
 
 
 def run(sizes: list[int], reports_dir: Path = Path("reports")) -> pd.DataFrame:
+    def dvc(*args: str) -> None:
+        print("+ dvc", " ".join(args), flush=True)
+        subprocess.run(["dvc", *args], check=True)
+
+    for size in sizes:
+        dvc("exp", "run", "--queue", "-S", f"windows.size={size}", "--name", f"window-{size}")
+    dvc("exp", "run", "--run-all", "--jobs", "1")
     rows = []
     for size in sizes:
-        cmd = ["dvc", "exp", "run", "-S", f"windows.size={size}", "--name", f"window-{size}", "--force"]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        dvc("exp", "apply", f"window-{size}")
         rows += collect(reports_dir, size)
     t = table(rows)
     print("\ntest macro-F1 by model and window size (frames):")
-    print(t.to_markdown() if hasattr(t, "to_markdown") else t.to_string())
+    print(t.to_markdown())
     return t
