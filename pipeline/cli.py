@@ -20,6 +20,14 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Driver-behaviour pipeline stages."
 )
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+FramesDir = Annotated[Path, typer.Option("--frames", help="frames stage folder")]
+LandmarksDir = Annotated[Path, typer.Option("--landmarks", help="landmarks stage folder")]
+FeaturesPath = Annotated[Path, typer.Option("--features", help="features Parquet")]
+WindowsDir = Annotated[Path, typer.Option("--windows", help="windows folder")]
+ModelsDir = Annotated[Path, typer.Option("--models", help="trained models folder")]
+ReportsDir = Annotated[Path, typer.Option("--reports", help="reports folder")]
+QuarantinePath = Annotated[Path, typer.Option("--quarantine", help="merged quarantine list")]
+ModelName = Annotated[str, typer.Option("--model", help="a name from params train.models")]
 
 
 def _run(fn, *args) -> None:
@@ -64,7 +72,7 @@ def frames(
 @app.command()
 def landmarks(
     params: ParamsOpt = Path("params.yaml"),
-    frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+    frames_dir: FramesDir = Path("data/frames"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/landmarks"),
 ) -> None:
     """MediaPipe FaceMesh (+ Hands) landmarks per video, in source pixels."""
@@ -76,10 +84,10 @@ def landmarks(
 @app.command()
 def features(
     params: ParamsOpt = Path("params.yaml"),
-    landmarks_dir: Annotated[Path, typer.Option("--landmarks")] = Path("data/landmarks"),
-    frames_dir: Annotated[Path, typer.Option("--frames")] = Path("data/frames"),
+    landmarks_dir: LandmarksDir = Path("data/landmarks"),
+    frames_dir: FramesDir = Path("data/frames"),
     out: Annotated[Path, typer.Option(help="features Parquet")] = Path("data/features.parquet"),
-    quarantine: Annotated[Path, typer.Option(help="merged quarantine list")] = Path("data/quarantine.json"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
 ) -> None:
     """Per-frame features from landmarks into one Parquet file."""
     from pipeline import features as stage
@@ -90,7 +98,7 @@ def features(
 @app.command()
 def windows(
     params: ParamsOpt = Path("params.yaml"),
-    features_path: Annotated[Path, typer.Option("--features")] = Path("data/features.parquet"),
+    features_path: FeaturesPath = Path("data/features.parquet"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/windows"),
 ) -> None:
     """Fixed-length windows, split by subject, normalised on train."""
@@ -102,10 +110,10 @@ def windows(
 @app.command()
 def validate(
     params: ParamsOpt = Path("params.yaml"),
-    features_path: Annotated[Path, typer.Option("--features")] = Path("data/features.parquet"),
-    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
+    features_path: FeaturesPath = Path("data/features.parquet"),
+    windows_dir: WindowsDir = Path("data/windows"),
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
-    quarantine: Annotated[Path, typer.Option(help="quarantine list to summarise")] = Path("data/quarantine.json"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
 ) -> None:
     """Great Expectations suites on features and windows; fails on a broken contract."""
     from pipeline import validate as stage
@@ -115,11 +123,11 @@ def validate(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="a name from params train.models")],
+    model: ModelName,
     params: ParamsOpt = Path("params.yaml"),
-    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
-    models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports/models"),
+    windows_dir: WindowsDir = Path("data/windows"),
+    models_dir: ModelsDir = Path("models"),
+    reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
     """Train one model of the zoo (or a baseline) on the windows."""
     from pipeline import train as stage
@@ -129,11 +137,11 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="a name from params train.models")],
+    model: ModelName,
     params: ParamsOpt = Path("params.yaml"),
-    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
-    models_dir: Annotated[Path, typer.Option("--models")] = Path("models"),
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports/models"),
+    windows_dir: WindowsDir = Path("data/windows"),
+    models_dir: ModelsDir = Path("models"),
+    reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
     """Metrics, operating points and explanations for one trained model."""
     from pipeline import evaluate as stage
@@ -144,9 +152,9 @@ def evaluate(
 @app.command()
 def report(
     params: ParamsOpt = Path("params.yaml"),
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
-    windows_dir: Annotated[Path, typer.Option("--windows")] = Path("data/windows"),
-    quarantine: Annotated[Path, typer.Option(help="quarantine list")] = Path("data/quarantine.json"),
+    reports_dir: ReportsDir = Path("reports"),
+    windows_dir: WindowsDir = Path("data/windows"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
 ) -> None:
     """The comparison of all models: reports/summary.md + summary.html."""
     from pipeline import report as stage
@@ -157,7 +165,7 @@ def report(
 @app.command("pr-comment")
 def pr_comment(
     base: Annotated[str, typer.Option(help="git revision to compare against, e.g. origin/main")] = "main",
-    reports_dir: Annotated[Path, typer.Option("--reports")] = Path("reports"),
+    reports_dir: ReportsDir = Path("reports"),
     out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
 ) -> None:
     """A pull-request comment: the summary plus `dvc metrics diff` and `dvc params diff` against BASE."""
