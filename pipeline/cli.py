@@ -30,6 +30,15 @@ QuarantinePath = Annotated[Path, typer.Option("--quarantine", help="merged quara
 ModelName = Annotated[str, typer.Option("--model", help="a name from params train.models")]
 
 
+def _reproducible_math() -> None:
+    """Ask MKL for conditional numerical reproducibility before torch loads it: without it MKL
+    may pick kernels by memory alignment, so two runs on the same data can differ in the last
+    bits and early stopping can then choose another epoch (seen once for stacked_bilstm)."""
+    import os
+
+    os.environ.setdefault("MKL_CBWR", "AUTO")
+
+
 def _run(fn, *args) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress lines; libraries stay quiet
@@ -130,6 +139,7 @@ def train(
     reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
     """Train one model of the zoo (or a baseline) on the windows."""
+    _reproducible_math()
     from pipeline import train as stage
 
     _run(lambda: stage.run(load_params(params), model, windows_dir, models_dir, reports_dir))
@@ -144,6 +154,7 @@ def evaluate(
     reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
     """Metrics, operating points and explanations for one trained model."""
+    _reproducible_math()
     from pipeline import evaluate as stage
 
     _run(lambda: stage.run(load_params(params), model, windows_dir, models_dir, reports_dir))

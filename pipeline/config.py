@@ -109,6 +109,11 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class ParallelParams:
+    dask_address: str = ""  # e.g. "tcp://10.0.0.5:8786": run frames/landmarks per video on that Dask cluster
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     alert_precision: float = 0.9  # real-time alerting: best recall with precision >= this
     report_recall: float = 0.9  # post-hoc reporting: best precision with recall >= this
@@ -126,6 +131,7 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    parallel: ParallelParams = field(default_factory=ParallelParams)
     hparams: dict[str, dict] = field(default_factory=dict)  # per model name: constructor keyword arguments
 
 

@@ -234,7 +234,7 @@ def run(params: Params, out_dir: Path) -> dict:
     from pipeline.config import resolve_workers
     from pipeline.io import write_json
     from pipeline.labels import load_labels
-    from pipeline.parallel import map_videos
+    from pipeline.parallel import dask_address, map_videos
 
     entries = load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,8 @@ def run(params: Params, out_dir: Path) -> dict:
         for e in entries
     ]
     videos = {}
-    for res in map_videos(process_video, jobs, resolve_workers(params.frames.workers), "frames"):
+    address = dask_address(params.parallel.dask_address)
+    for res in map_videos(process_video, jobs, resolve_workers(params.frames.workers), "frames", address):
         videos[res["video_id"]] = res
         if res["status"] != "ok":
             log.warning("quarantined %s: %s", res["video"], res["reason"])

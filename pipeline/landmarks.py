@@ -269,7 +269,7 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
 
     from pipeline.config import resolve_workers
     from pipeline.io import read_json, write_json
-    from pipeline.parallel import map_videos
+    from pipeline.parallel import dask_address, map_videos
 
     log = logging.getLogger(__name__)
     p = params.landmarks
@@ -282,7 +282,8 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
         if info["status"] == "ok"
     ]
     videos = {}
-    for res in map_videos(process_video, jobs, resolve_workers(p.workers), "landmarks"):
+    address = dask_address(params.parallel.dask_address)
+    for res in map_videos(process_video, jobs, resolve_workers(p.workers), "landmarks", address):
         videos[res["video_id"]] = res
         if res["status"] != "ok":
             log.warning("quarantined %s: %s", res["video"], res["reason"])

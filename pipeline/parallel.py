@@ -1,6 +1,10 @@
 """Per-video fan-out: a local process pool (spawn) with a progress bar.
 
-Workers are started with ``spawn`` so each builds its own MediaPipe/OpenCV state
+With a Dask scheduler address (params ``parallel.dask_address`` or the environment
+variable ``DRIVER_PIPELINE_DASK_ADDRESS``, which wins) the same per-video function runs
+on that cluster instead; results are byte-identical either way (tested).
+
+Local workers are started with ``spawn`` so each builds its own MediaPipe/OpenCV state
 (never inherited across a fork), and each is pinned to one core where the OS allows
 it: MediaPipe's internal thread pools otherwise contend across processes (measured
 +5% throughput with 2 workers here). Results come back in input order.
@@ -30,13 +34,33 @@ def _pin(counter) -> None:
     os.sched_setaffinity(0, {cores[i % len(cores)]})
 
 
-def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str) -> Iterator[R]:
-    """Apply ``fn`` to each job on ``workers`` processes (1 = in this process), in order."""
+ENV_ADDRESS = "DRIVER_PIPELINE_DASK_ADDRESS"
+
+
+def dask_address(configured: str) -> str:
+    """The Dask scheduler to use ('' = the local process pool); the environment variable wins."""
+    import os
+
+    return os.environ.get(ENV_ADDRESS, configured).strip()
+
+
+def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str, address: str = "") -> Iterator[R]:
+    """Apply ``fn`` to each job, in order: on a Dask cluster at ``address`` if given, else on
+    ``workers`` local processes (1 = in this process)."""
     from tqdm import tqdm
 
     jobs = list(jobs)
     bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=None)
     try:
+        if address:
+            from distributed import Client
+
+            with Client(address, set_as_default=False) as client:
+                futures = client.map(fn, jobs, pure=False)
+                for fut in futures:  # in input order; the cluster runs them in parallel
+                    yield fut.result()
+                    bar.update()
+            return
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 yield fn(job)
