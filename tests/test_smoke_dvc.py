@@ -71,3 +71,8 @@ def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
     ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro")))
     assert ran == {"train@gru", "evaluate@gru", "report"}
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
+    # a new window size must really re-cut the windows (regression: DVC's run-cache once served stale ones)
+    params["windows"]["size"] = 15
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "Running stage 'windows'" in dvc("repro", "windows")
+    assert json.loads((work / "data" / "windows" / "meta.json").read_text())["window"] == 15
