@@ -19,15 +19,12 @@ import pandas as pd
 from _common import ROOT
 
 
-def stats(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([x.mean(1), x.std(1), x.min(1), x.max(1), x[:, -1] - x[:, 0]], axis=1)
-
-
 def score(feats: pd.DataFrame, wp, classes, seeds=range(5)) -> tuple[float, int]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     from pipeline import windows as W
+    from pipeline.train import window_stats as stats
 
     f1s, n = [], 0
     for seed in seeds:

@@ -67,7 +67,6 @@ REGISTRY: dict[str, Feature] = {
     ]
 }
 ID_COLUMNS = ("video", "subject", "label", "frame", "t")
-FLAG_COLUMNS = ("face_filled",)
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

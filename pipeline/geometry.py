@@ -73,8 +73,6 @@ FACE_OVAL = (
     67,
     109,
 )
-FOREHEAD = 10
-CHIN = 152
 NOSE_TIP = 1
 EAR_RIGHT = 234  # face-outline point beside the subject's right ear (image left)
 EAR_LEFT = 454
