@@ -121,6 +121,17 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ScheduleParams:
+    """When the Prefect deployment re-runs the pipeline besides on changes (flows/, README)."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    watch_interval_s: float = 2.0  # how often the watcher polls the raw folder and params.yaml
+    settle_s: float = 5.0  # quiet time before a change is reported (a video still being copied keeps changing)
+    lock_wait_s: float = 1800.0  # a run waits this long for another run on the same workspace, then skips
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     demo: DemoParams = field(default_factory=DemoParams)
@@ -132,6 +143,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     parallel: ParallelParams = field(default_factory=ParallelParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
     hparams: dict[str, dict] = field(default_factory=dict)  # per model name: constructor keyword arguments
 
 
@@ -164,6 +176,10 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "train.batch_size": ("must be >= 1", lambda v: v >= 1),
     "train.lr": ("must be > 0", lambda v: v > 0),
     "train.label_smoothing": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "schedule.cron": ("must be a cron string of 5 fields, e.g. '0 3 * * *'", lambda v: len(v.split()) == 5),
+    "schedule.watch_interval_s": ("must be > 0", lambda v: v > 0),
+    "schedule.settle_s": ("must be >= 0", lambda v: v >= 0),
+    "schedule.lock_wait_s": ("must be >= 0", lambda v: v >= 0),
 }
 
 

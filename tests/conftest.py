@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.config import DemoParams, Params, parse_params
 
@@ -67,3 +73,42 @@ def tiny_params(raw_dir: Path, **over) -> Params:
 @pytest.fixture
 def demo_params() -> DemoParams:
     return DemoParams(subjects=2, clips_per_class=1, seconds=2.0)
+
+
+def make_workspace(work: Path, edit: Callable[[dict], None] | None = None) -> Path:
+    """A fresh copy of the project (code, dvc.yaml, an empty DVC repo, git) with a tiny params.yaml:
+    3 subjects x 4 classes x 1 clip of 3 s, windows of 20, three cheap models. ``edit`` tweaks it."""
+    work.mkdir(parents=True)
+    for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    for junk in ("cache", "tmp"):
+        shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
+    params["windows"].update(size=20, stride=10)
+    params["train"].update(models=["majority", "stats_lr", "gru"], epochs=3, patience=3)
+    params["hparams"]["gru"] = {"hidden": 8}
+    params["evaluate"]["explain_windows"] = 8
+    if edit is not None:
+        edit(params)
+    write_params(work, params)
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    return work
+
+
+def write_params(work: Path, params: dict) -> None:
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def read_params(work: Path) -> dict:
+    return yaml.safe_load((work / "params.yaml").read_text())
+
+
+def dvc_env() -> dict[str, str]:
+    """This interpreter's bin first on PATH (stages call ``python -m pipeline.cli``), no analytics."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }

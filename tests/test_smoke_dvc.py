@@ -1,42 +1,21 @@
 """The real `dvc repro` of the whole pipeline on a tiny demo (3 subjects x 4 classes x 1 short clip)."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import dvc_env, make_workspace, read_params, write_params
 
 
 @pytest.mark.slow
 def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
-    work = tmp_path / "proj"
-    work.mkdir()
-    for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    for junk in ("cache", "tmp"):
-        shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
-    params["windows"].update(size=20, stride=10)
-    params["train"].update(models=["majority", "stats_lr", "gru"], epochs=3, patience=3)
-    params["hparams"]["gru"] = {"hidden": 8}
-    params["evaluate"]["explain_windows"] = 8
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    work = make_workspace(tmp_path / "proj")
+    params = read_params(work)
+    env = dvc_env()
 
     def dvc(*args: str) -> str:
         res = subprocess.run(["dvc", *args], cwd=work, env=env, capture_output=True, text=True)
@@ -67,12 +46,12 @@ def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
     assert "Running stage" not in again  # nothing changed: everything cached
     # one model's hyper-parameter: only that model's train and evaluate, and the report, rerun
     params["hparams"]["gru"] = {"hidden": 12}
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(work, params)
     ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro")))
     assert ran == {"train@gru", "evaluate@gru", "report"}
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
     # a new window size must really re-cut the windows (regression: DVC's run-cache once served stale ones)
     params["windows"]["size"] = 15
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(work, params)
     assert "Running stage 'windows'" in dvc("repro", "windows")
     assert json.loads((work / "data" / "windows" / "meta.json").read_text())["window"] == 15

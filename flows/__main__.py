@@ -1,0 +1,70 @@
+"""python -m flows {run,serve,watch}: the Prefect side of the pipeline (README "Scheduling and triggers")."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Prefect flows that drive the DVC pipeline.")  # fmt: skip
+Workspace = Annotated[Path, typer.Option("--workspace", help="project folder holding dvc.yaml and params.yaml")]
+
+
+@app.command()
+def run(
+    workspace: Workspace = Path("."),
+    reason: Annotated[str, typer.Option(help="why this run (shown in the artifact)")] = "manual",
+    dask_address: Annotated[str, typer.Option(help="Dask scheduler for frames/landmarks")] = "",
+) -> None:
+    """One flow run now: dvc status, the stale stages as tasks, artifacts. Uses $PREFECT_API_URL
+    (without it Prefect starts a temporary local server for the run)."""
+    from flows.pipeline_flow import driver_pipeline
+    from pipeline.config import load_params
+
+    root = workspace.resolve()
+    wait = load_params(root / "params.yaml").schedule.lock_wait_s
+    state = driver_pipeline(str(root), reason, dask_address, wait, return_state=True)
+    if not state.is_completed():
+        typer.echo(f"flow run {state.name}: {state.message}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"flow run {state.name}: {state.result()}")
+
+
+@app.command()
+def serve(
+    workspace: Workspace = Path("."),
+    port: Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1")] = 4200,
+    cron: Annotated[str | None, typer.Option(help="override params schedule.cron")] = None,
+    watch: Annotated[bool, typer.Option(help="also start the file watcher")] = True,
+) -> None:
+    """Local Prefect server (127.0.0.1, analytics off) + the deployment (cron + event trigger) + the watcher."""
+    from flows.serve import serve as _serve
+
+    _serve(workspace, port=port, cron=cron, watch=watch)
+
+
+@app.command()
+def watch(workspace: Workspace = Path(".")) -> None:
+    """Emit a Prefect event whenever the raw folder or params.yaml changes (needs $PREFECT_API_URL)."""
+    from flows.watch import watch as _watch
+    from pipeline.config import load_params
+
+    root = workspace.resolve()
+    sched = load_params(root / "params.yaml").schedule
+    with contextlib.suppress(KeyboardInterrupt):
+        _watch(root, interval_s=sched.watch_interval_s, settle_s=sched.settle_s)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
+    app()
+
+
+if __name__ == "__main__":
+    main()
