@@ -41,6 +41,10 @@ TRANSIENT = (
 )
 
 
+class PipelineFailed(RuntimeError):
+    """One or more stages failed; the message lists each with its own error lines."""
+
+
 class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message carries the stage's own error lines."""
 
@@ -78,30 +82,38 @@ def parse_dot(text: str) -> Dag:
     return Dag(tuple(stages), tuple(edges))
 
 
-def plan(stale: Iterable[str], dag: Dag) -> list[str]:
-    """The stale stages and everything downstream of them, in DAG order (dvc.yaml order among equals)."""
-    down: dict[str, set[str]] = {s: set() for s in dag.stages}
-    indeg = dict.fromkeys(dag.stages, 0)
+def downstream(starts: Iterable[str], dag: Dag) -> set[str]:
+    """``starts`` and every stage that depends on them, directly or not."""
+    down: dict[str, set[str]] = {}
     for a, b in dag.edges:
         down.setdefault(a, set()).add(b)
-        indeg[b] = indeg.get(b, 0) + 1
-        indeg.setdefault(a, 0)
-    todo, stack = set(), [s for s in stale]
+    seen: set[str] = set()
+    stack = list(starts)
     while stack:
         s = stack.pop()
-        if s not in todo:
-            todo.add(s)
+        if s not in seen:
+            seen.add(s)
             stack.extend(down.get(s, ()))
+    return seen
+
+
+def plan(stale: Iterable[str], dag: Dag) -> list[str]:
+    """The stale stages and everything downstream of them, in DAG order (dvc.yaml order among equals)."""
+    todo = downstream(stale, dag)
     rank = {s: i for i, s in enumerate(dag.stages)}
+    indeg = dict.fromkeys([*dag.stages, *(x for e in dag.edges for x in e)], 0)
+    for _, b in dag.edges:
+        indeg[b] += 1
     ready = sorted((s for s, d in indeg.items() if d == 0), key=lambda s: rank.get(s, len(rank)))
     order: list[str] = []
     while ready:
         s = ready.pop(0)
         order.append(s)
-        for b in down.get(s, ()):
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                ready.append(b)
+        for a, b in dag.edges:
+            if a == s:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
         ready.sort(key=lambda s: rank.get(s, len(rank)))
     return [s for s in order if s in todo]
 
@@ -354,8 +366,25 @@ def driver_pipeline(
         todo = plan(stale, dag)
         log.info("stale: %s -> running %d stages in DAG order: %s", ", ".join(stale), len(todo), ", ".join(todo))
         outcomes: dict[str, str] = {}
-        for stage in todo:
-            outcomes[stage] = run_stage(str(root), stage, dask_address)
+        failed: dict[str, str] = {}
+        blocked: set[str] = set()
+        for stage in todo:  # like `dvc repro --keep-going`: a failure stops its downstream, not the rest
+            if stage in blocked:
+                outcomes[stage] = "not run (upstream failed)"
+                continue
+            state = run_stage(str(root), stage, dask_address, return_state=True)
+            if state.is_completed():
+                outcomes[stage] = state.result()
+                continue
+            failed[stage] = str(state.result(raise_on_failure=False))
+            outcomes[stage] = "failed"
+            blocked |= downstream([stage], dag) - {stage}
+            log.error("%s -- its downstream stages will not run; independent stages go on", failed[stage])
+        if failed:
+            raise PipelineFailed(
+                f"{len(failed)} stage(s) failed: " + " || ".join(failed.values())
+                + ". Fix the cause and run again: DVC keeps every stage that succeeded, the next run starts there."
+            )  # fmt: skip
         publish(str(root), outcomes, reason, run_name)
         counts = {o: sum(v == o for v in outcomes.values()) for o in ("ran", "cached", "unchanged")}
         log.info("done: %(ran)d stages ran, %(cached)d restored from DVC's cache, %(unchanged)d unchanged", counts)

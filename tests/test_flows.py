@@ -1,0 +1,357 @@
+"""Prefect flows that drive DVC: planning on the real DVC DAG, the workspace lock, the watcher, and runs
+against a real Prefect server (ONE session-scoped ``prefect_test_harness``, see conftest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from flows import watch as fw
+from flows.lock import workspace_lock
+from flows.pipeline_flow import (
+    Dag,
+    StageFailed,
+    _retry_transient,
+    diff_markdown,
+    downstream,
+    driver_pipeline,
+    error_lines,
+    parse_dot,
+    plan,
+    run_stage,
+    stage_dag,
+    stale_stages,
+    workspace_resource,
+)
+from tests.conftest import ROOT, dvc_env, make_workspace, read_params, write_params
+
+
+# --- task logic and pure helpers (no server) ----------------------------------------------------
+def test_plan_follows_the_real_dvc_dag():
+    dag = stage_dag.fn(str(ROOT))  # real `dvc dag --dot` of this project
+    models = read_params(ROOT)["train"]["models"]
+    assert dag.stages[:6] == ("demo", "frames", "landmarks", "features", "windows", "validate")
+    assert plan([], dag) == []
+    assert plan(["train@gru"], dag) == ["train@gru", "evaluate@gru", "report"]
+    todo = plan(["windows"], dag)
+    assert todo[:2] == ["windows", "validate"] and todo[-1] == "report" and "demo" not in todo
+    assert set(todo) == {"windows", "validate", "report", *(f"{s}@{m}" for s in ("train", "evaluate") for m in models)}
+    for a, b in dag.edges:  # every dependency DVC knows is respected
+        if a in todo and b in todo:
+            assert todo.index(a) < todo.index(b), (a, b)
+
+
+def test_parse_dot_plan_and_downstream_on_a_small_graph():
+    dag = parse_dot('strict digraph {\n"a";\n"b";\n"c";\n"d";\n"a" -> "b";\n"b" -> "c";\n}\n')
+    assert dag == Dag(("a", "b", "c", "d"), (("a", "b"), ("b", "c")))
+    assert downstream(["b"], dag) == {"b", "c"}
+    assert plan(["d", "a"], dag) == ["a", "b", "c", "d"]
+    assert plan(["c"], dag) == ["c"]
+
+
+def test_error_lines_keep_what_a_person_needs():
+    out = (
+        "Running stage 'train@gru':\n> python -m pipeline.cli train --model gru\nTraceback (most recent call last):\n"
+        "  File \"x.py\", line 1\nTypeError: model 'gru': __init__() got an unexpected keyword argument 'bogus'\n"
+        "ERROR: failed to reproduce 'train@gru': failed to run: python -m pipeline.cli train, exited with 1\n"
+    )
+    msg = error_lines(out)
+    assert "unexpected keyword argument 'bogus'" in msg and "ERROR: failed to reproduce 'train@gru'" in msg
+    assert "Running stage" not in msg and "Traceback" not in msg
+    assert error_lines("one line only\n") == "one line only"
+
+
+def test_only_transient_failures_are_retried():
+    from prefect.states import Failed
+
+    lock = StageFailed("frames", 255, "ERROR: Unable to acquire lock. Most likely another DVC process is running")
+    killed = StageFailed("landmarks", 255, "ERROR: failed to run: python -m pipeline.cli landmarks, exited with -9")
+    gate = StageFailed("validate", 1, "error: validation FAILED: expect_column_values_to_not_be_null on windows")
+    assert lock.transient and killed.transient and not gate.transient
+    assert _retry_transient(run_stage, None, Failed(data=lock))
+    assert not _retry_transient(run_stage, None, Failed(data=gate))
+    assert not _retry_transient(run_stage, None, Failed(data=ValueError("x")))
+
+
+def test_diff_markdown_names_changed_params_and_metrics():
+    before = {"params": {"hparams.gru.hidden": 8, "train.epochs": 3}, "models": ["gru"],
+              "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}}}  # fmt: skip
+    now = {"params": {"hparams.gru.hidden": 12, "train.epochs": 3}, "models": ["gru"],
+           "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}}}  # fmt: skip
+    md = diff_markdown(before, now, "flow run x")
+    assert "(flow run x)" in md
+    assert "| `hparams.gru.hidden` | 8 | 12 |" in md and "train.epochs" not in md
+    assert "| `gru` | test.macro_f1 | 0.5 | 0.75 | +0.25 |" in md
+    assert md.index("test.macro_f1 |") < md.index("parameters |")  # headline order, not alphabetical
+    assert "1 other metric values changed" in md
+    assert "nothing to compare" in diff_markdown(None, now)
+    same = diff_markdown(now, now)
+    assert "**Params**: unchanged." in same and "**Headline metrics**: unchanged." in same
+
+
+def test_workspace_lock_skips_or_waits(tmp_path):
+    logs: list[str] = []
+    with workspace_lock(tmp_path, "run A", 0, logs.append) as a:
+        assert a
+        with workspace_lock(tmp_path, "run B", 0, logs.append) as b:
+            assert not b
+    assert logs[-1].startswith("skipped: another pipeline run still holds the workspace lock") and "run A" in logs[-1]
+    held, release = threading.Event(), threading.Event()
+
+    def first_run() -> None:
+        with workspace_lock(tmp_path, "run A", 0, logs.append):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=first_run)
+    t.start()
+    assert held.wait(30)
+    threading.Timer(1.0, release.set).start()
+    with workspace_lock(tmp_path, "run C", 60, logs.append, poll_s=0.1) as c:
+        assert c and release.is_set()  # got it only after the first run let go
+    t.join()
+    assert any(line.startswith("waiting up to 60 s") and "run A" in line for line in logs)
+    assert logs[-1] == "workspace lock acquired after waiting"
+
+
+def test_watch_targets_leave_out_a_raw_folder_written_by_a_stage(tmp_path):
+    work = make_workspace(tmp_path / "w")  # data.raw_dir = data/demo, the demo stage's output
+    targets, notes = fw.watch_targets(work)
+    assert targets == [work / "params.yaml"] and "written by a pipeline stage" in notes[0]
+    params = read_params(work)
+    params["data"]["raw_dir"] = "data/raw"
+    write_params(work, params)
+    assert fw.watch_targets(work) == ([work / "params.yaml", work / "data" / "raw"], [])
+
+
+def test_watcher_reports_each_settled_batch_once(tmp_path):
+    work = make_workspace(tmp_path / "w", edit=lambda p: p["data"].update(raw_dir="data/raw"))
+    raw = work / "data" / "raw"
+    raw.mkdir(parents=True)
+    seen: list[list[str]] = []
+    stop = threading.Event()
+    kwargs = {"interval_s": 0.1, "settle_s": 0.8, "stop": stop, "on_change": lambda root, changed: seen.append(changed)}
+    t = threading.Thread(target=fw.watch, args=(work,), kwargs=kwargs)
+    t.start()
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(seen) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    try:
+        time.sleep(1.0)  # the watcher takes its first snapshot
+        (raw / "videos").mkdir()
+        (raw / "videos" / "a.mp4").write_bytes(b"x" * 10)
+        time.sleep(0.3)
+        (raw / "videos" / "a.mp4").write_bytes(b"x" * 20)  # still being copied: same batch
+        (raw / "labels.csv").write_text("video,subject,label\n")
+        (raw / ".a.mp4.part.tmp").write_bytes(b"temp")  # hidden temp files are not inputs
+        wait_for(1)
+        params = read_params(work)
+        params["train"]["epochs"] = 4
+        write_params(work, params)
+        wait_for(2)
+    finally:
+        stop.set()
+        t.join()
+    assert seen == [["data/raw/labels.csv", "data/raw/videos/a.mp4"], ["params.yaml"]]
+
+
+# --- against a real Prefect server -----------------------------------------------------------------
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def run_logs(flow_run_id) -> str:
+    """Every log line Prefect stored for a flow run (its tasks included)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    lines, offset = [], 0
+    with _client() as c:
+        while True:
+            page = c.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=offset)
+            lines += [log.message for log in page]
+            offset += len(page)
+            if len(page) < 200:
+                return "\n".join(lines)
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client() as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r.state_name for r in runs}
+
+
+def artifact(flow_run_id, key: str):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with _client() as c:
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )  # fmt: skip
+    assert len(found) == 1, f"{key}: {len(found)} artifacts"
+    return found[0].data
+
+
+def wait_for_run(deployment_id, reason_prefix: str, timeout: float = 90):
+    """The flow run an automation created for ``deployment_id`` with a reason starting ``reason_prefix``."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deadline = time.monotonic() + timeout
+    with _client() as c:
+        while time.monotonic() < deadline:
+            runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            hits = [r for r in runs if str(r.parameters.get("reason", "")).startswith(reason_prefix)]
+            if hits:
+                return hits
+            time.sleep(0.5)
+    raise AssertionError(f"no flow run with reason '{reason_prefix}...' for deployment {deployment_id}")
+
+
+@pytest.mark.slow
+def test_flow_runs_stale_stages_keeps_going_resumes_and_publishes(tmp_path, prefect_server):
+    broken = {"hidden": 8, "bogus": 1}
+    work = make_workspace(tmp_path / "w", edit=lambda p: p["hparams"].update(gru=broken))
+    # 1. a stage fails: the run fails with the stage's own message; independent stages still ran
+    state = driver_pipeline(workspace=str(work), reason="test: broken gru", return_state=True)
+    assert state.is_failed()
+    assert "stage 'train@gru' failed" in state.message and "unexpected keyword argument 'bogus'" in state.message
+    run1 = state.state_details.flow_run_id
+    tasks = task_states(run1)
+    assert tasks["train@gru"] == "Failed"
+    assert all(tasks[s] == "Completed" for s in ("demo", "frames", "validate", "train@majority", "evaluate@stats_lr"))
+    assert "evaluate@gru" not in tasks and "report" not in tasks  # downstream of the failure: not run
+    logs = run_logs(run1)
+    assert "Running stage 'landmarks'" in logs  # each stage's output is in the Prefect log
+    assert "unexpected keyword argument 'bogus'" in logs
+    # 2. fixed: the next run starts from what DVC already has
+    params = read_params(work)
+    params["hparams"]["gru"] = {"hidden": 8}
+    write_params(work, params)
+    state = driver_pipeline(workspace=str(work), reason="test: fixed", return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == {"status": "ran", "stages": {"train@gru": "ran", "evaluate@gru": "ran", "report": "ran"}}
+    run2 = state.state_details.flow_run_id
+    md = artifact(run2, "driver-pipeline-summary")
+    assert "Trigger: test: fixed" in md and "| `train@gru` | ran |" in md
+    assert "nothing to compare with yet" in md and "# Driver-behaviour models: evaluation summary" in md
+    rows = json.loads(artifact(run2, "driver-pipeline-test-metrics"))
+    assert [r["model"] for r in rows] == ["majority", "stats_lr", "gru"]
+    gru = json.loads((work / "reports" / "models" / "gru" / "metrics.json").read_text())
+    assert rows[2]["test.macro_f1"] == gru["test"]["macro_f1"] and rows[2]["gap"] == gru["gap"]
+    # 3. nothing changed: up to date, no stage task; a run arriving while another holds the lock waits
+    assert stale_stages.fn(str(work)) == {}
+    held, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        with workspace_lock(work, "flow run other", 0, lambda msg: None):
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    assert held.wait(30)
+    threading.Timer(2.0, release.set).start()
+    state = driver_pipeline(workspace=str(work), reason="test: nothing changed", lock_wait_s=120, return_state=True)
+    t.join()
+    assert state.result() == {"status": "up to date", "stages": {}}
+    run3 = state.state_details.flow_run_id
+    assert [name.split("-")[0] for name in task_states(run3)] == ["dvc status"]
+    logs = run_logs(run3)
+    assert "waiting up to 120 s: another pipeline run holds the workspace lock: flow run other" in logs
+    assert "Data and pipelines are up to date" in logs
+    # 4. a param changes: only its stages run, and the artifact says what changed since the last success
+    params["hparams"]["gru"] = {"hidden": 12}
+    write_params(work, params)
+    state = driver_pipeline(workspace=str(work), reason="test: wider gru", return_state=True)
+    assert state.is_completed(), state.message
+    md = artifact(state.state_details.flow_run_id, "driver-pipeline-summary")
+    assert "Compared with the previous successful run (flow run " in md
+    assert "| `hparams.gru.hidden` | 8 | 12 |" in md
+    changed = md.split("## What changed")[1].split("\n---\n")[0]
+    assert "| `gru` | parameters |" in changed and "`majority`" not in changed  # only what changed
+    # task logic through .fn, outside any flow run
+    assert run_stage.fn(str(work), "report") == "unchanged"
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_workspace_is_skipped_with_a_log_line(tmp_path, prefect_server):
+    work = make_workspace(tmp_path / "w")
+    with workspace_lock(work, "flow run first", 0, lambda msg: None):
+        state = driver_pipeline(workspace=str(work), reason="second trigger", lock_wait_s=0, return_state=True)
+    assert state.is_completed() and state.name == "Skipped"
+    assert state.result() == {"status": "skipped"}
+    run = state.state_details.flow_run_id
+    assert "skipped: another pipeline run still holds the workspace lock after 0 s: flow run first" in run_logs(run)
+    assert task_states(run) == {}  # not even dvc status ran
+    assert not (work / "dvc.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_change_event_starts_a_run_of_the_served_deployment(tmp_path, prefect_server):
+    from flows.serve import deployment_kwargs
+
+    work = make_workspace(tmp_path / "w")
+    kwargs = deployment_kwargs(work, "0 3 * * *", "UTC")
+    kwargs["name"] = "event-path-test"
+    deployment_id = driver_pipeline.to_deployment(**kwargs).apply()
+    with _client() as c:
+        dep = c.read_deployment(deployment_id)
+    assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
+    assert dep.global_concurrency_limit.limit == 1 and dep.concurrency_options.collision_strategy == "ENQUEUE"
+    assert dep.parameters == {"workspace": str(work.resolve())}
+    stop = threading.Event()
+    t = threading.Thread(target=fw.watch, args=(work,), kwargs={"interval_s": 0.2, "settle_s": 0.5, "stop": stop})
+    t.start()  # the real watcher, emitting real events
+    try:
+        time.sleep(1.5)
+        params = read_params(work)
+        params["train"]["epochs"] = 4
+        write_params(work, params)
+        runs = wait_for_run(deployment_id, "inputs changed")
+    finally:
+        stop.set()
+        t.join()
+    assert len(runs) == 1
+    assert runs[0].parameters == {"workspace": str(work.resolve()), "reason": "inputs changed: params.yaml"}
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, prefect_server):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    work = make_workspace(tmp_path / "w")
+    shutil.copy(ROOT / "prefect.yaml", work / "prefect.yaml")
+    shutil.copytree(ROOT / "flows", work / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]
+    assert spec["schedules"][0]["cron"] == read_params(ROOT)["schedule"]["cron"]  # the two schedules agree
+    with _client() as c:
+        c.create_work_pool(WorkPoolCreate(name=spec["work_pool"]["name"], type="process"))
+    env = {**dvc_env(), "PREFECT_API_URL": prefect_server, "PWD": str(work)}  # as from a shell in the project
+    res = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with _client() as c:
+        dep = c.read_deployment_by_name("driver-pipeline/driver-pipeline")
+    assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(work)}}]
+    assert dep.work_pool_name == "driver-pipeline" and dep.global_concurrency_limit.limit == 1
+    from flows.watch import emit_change
+
+    emit_change(work, ["data/raw/videos/new.mp4"])
+    runs = wait_for_run(dep.id, "inputs changed: data/raw/videos/new.mp4")
+    assert runs[0].parameters["workspace"] == workspace_resource(work)["prefect.resource.name"] == str(work.resolve())
