@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Stages call `python -m pipeline.cli ...`: run them with the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint bench sweep clean
+.PHONY: install run test lint bench sweep serve flow clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,15 @@ bench: install
 SIZES ?= 30 60 90 120
 sweep: install
 	$(BIN)/python -m pipeline.cli sweep $(foreach s,$(SIZES),--sizes $(s))
+
+# local Prefect server on 127.0.0.1 + deployment (cron + on-change trigger) + file watcher (README)
+PORT ?= 4200
+serve: install
+	$(BIN)/python -m flows serve --port $(PORT)
+
+# one Prefect flow run now (dvc status -> the stale stages as tasks -> artifacts)
+flow: install
+	$(BIN)/python -m flows run
 
 clean:
 	rm -rf $(VENV)

@@ -112,3 +112,15 @@ def dvc_env() -> dict[str, str]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
     }
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """ONE real Prefect server (SQLite in a temp dir, 127.0.0.1) for the whole session; analytics off."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
