@@ -45,7 +45,22 @@ def serve(
     """Local Prefect server (127.0.0.1, analytics off) + the deployment (cron + event trigger) + the watcher."""
     from flows.serve import serve as _serve
 
-    _serve(workspace, port=port, cron=cron, watch=watch)
+    try:
+        _serve(workspace, port=port, cron=cron, watch=watch)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command(hidden=True)
+def deployment(
+    workspace: Workspace = Path("."),
+    cron: Annotated[str | None, typer.Option(help="override params schedule.cron")] = None,
+) -> None:
+    """Serve the deployment from this process (started by `serve`; needs $PREFECT_API_URL)."""
+    from flows.serve import serve_deployment
+
+    serve_deployment(workspace, cron=cron)
 
 
 @app.command()

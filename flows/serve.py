@@ -3,19 +3,21 @@
 ``make serve`` (= ``python -m flows serve``) starts, in this order:
 
 1. a Prefect server on 127.0.0.1 (analytics off), or reuses a healthy one already on the port;
-2. the file watcher (``python -m flows watch``) that emits an event when the raw folder or
-   params.yaml changes;
-3. the deployment ``driver-pipeline/driver-pipeline`` served from this process: a cron
-   schedule (params ``schedule.cron``) and an event trigger on the watcher's event, at most
-   one run at a time (further runs queue), and the workspace lock inside the flow.
+2. the deployment ``driver-pipeline/driver-pipeline`` served by ``python -m flows deployment``:
+   a cron schedule (params ``schedule.cron``) and an event trigger on the watcher's event, at
+   most one run at a time (further runs queue), and the workspace lock inside the flow;
+3. the file watcher (``python -m flows watch``) that emits an event when the raw folder or
+   params.yaml changes.
 
-Ctrl-C stops all three.
+Ctrl-C or SIGTERM stops all three (the deployment first, so its schedule is paused), and so
+does the exit of any one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -93,30 +95,62 @@ def deployment_kwargs(root: Path, cron: str, timezone: str) -> dict:
     }
 
 
-def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = True) -> None:
-    """Start server, watcher and the served deployment; block until interrupted."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+def serve_deployment(root: Path, cron: str | None = None) -> None:
+    """Serve the deployment from this process until interrupted (``python -m flows deployment``);
+    needs PREFECT_API_URL. ``serve`` runs it as a child process."""
     from flows.pipeline_flow import driver_pipeline
     from pipeline.config import load_params
 
     root = Path(root).resolve()
     sched = load_params(root / "params.yaml").schedule
+    kwargs = deployment_kwargs(root, cron or sched.cron, sched.timezone)
+    limit = kwargs.pop("concurrency_limit")
+    driver_pipeline.serve(**kwargs, global_limit=limit, limit=1)
+
+
+def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = True) -> None:
+    """Start server, deployment and watcher as child processes; stop them all on Ctrl-C or SIGTERM,
+    or as soon as one of them exits (its exit code is reported)."""
+    root = Path(root).resolve()
     server = start_server(port)
     env = {**server_env(), "PREFECT_API_URL": api_url(port)}
-    watcher = None
+    py = [sys.executable, "-m", "flows"]
+    children: dict[str, subprocess.Popen] = {}
+
+    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: a clean shutdown
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
+        children["deployment"] = subprocess.Popen(
+            [*py, "deployment", "--workspace", str(root), *(["--cron", cron] if cron else [])], env=env
+        )
         if watch:
-            watcher = subprocess.Popen([sys.executable, "-m", "flows", "watch", "--workspace", str(root)], env=env)
-        kwargs = deployment_kwargs(root, cron or sched.cron, sched.timezone)
-        limit = kwargs.pop("concurrency_limit")
-        with temporary_settings(updates={PREFECT_API_URL: api_url(port)}):
-            driver_pipeline.serve(**kwargs, global_limit=limit, limit=1)
+            children["watcher"] = subprocess.Popen([*py, "watch", "--workspace", str(root)], env=env)
+        while True:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the {name} process exited with {proc.returncode}; stopping the rest")
+            if server is not None and server.poll() is not None:
+                raise RuntimeError(f"the Prefect server exited with {server.returncode}; stopping the rest")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        log.info("stopping: deployment (its schedule is paused), watcher, server")
     finally:
-        for proc in (watcher, server):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        signal.signal(signal.SIGTERM, previous)
+        if "deployment" in children:  # first, while the server is up: it pauses its deployment
+            _stop(children["deployment"], signal.SIGINT, 60)
+        if "watcher" in children:
+            _stop(children["watcher"], signal.SIGTERM, 10)
+        if server is not None:
+            _stop(server, signal.SIGTERM, 30)

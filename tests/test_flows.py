@@ -3,12 +3,16 @@ against a real Prefect server (ONE session-scoped ``prefect_test_harness``, see 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,6 +31,7 @@ from flows.pipeline_flow import (
     plan,
     run_stage,
     stage_dag,
+    stage_env,
     stale_stages,
     workspace_resource,
 )
@@ -68,6 +73,15 @@ def test_error_lines_keep_what_a_person_needs():
     assert error_lines("one line only\n") == "one line only"
 
 
+def test_stage_env_puts_this_python_first_and_passes_a_dask_address():
+    from pipeline.parallel import ENV_ADDRESS
+
+    env = stage_env("tcp://10.0.0.5:8786")
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env[ENV_ADDRESS] == "tcp://10.0.0.5:8786" and env["DVC_NO_ANALYTICS"] == "1"
+    assert ENV_ADDRESS not in stage_env("") or os.environ.get(ENV_ADDRESS)
+
+
 def test_only_transient_failures_are_retried():
     from prefect.states import Failed
 
@@ -96,6 +110,27 @@ def test_diff_markdown_names_changed_params_and_metrics():
     assert "**Params**: unchanged." in same and "**Headline metrics**: unchanged." in same
 
 
+@contextlib.contextmanager
+def another_run_holding_the_lock(root: Path, who: str, release_after_s: float) -> Iterator[threading.Event]:
+    """A thread standing in for another pipeline run: it takes the workspace lock, then lets go."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with workspace_lock(root, who, 0, lambda msg: None):
+            held.set()
+            release.wait(120)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(30)
+    threading.Timer(release_after_s, release.set).start()
+    try:
+        yield release
+    finally:
+        release.set()
+        t.join()
+
+
 def test_workspace_lock_skips_or_waits(tmp_path):
     logs: list[str] = []
     with workspace_lock(tmp_path, "run A", 0, logs.append) as a:
@@ -103,20 +138,11 @@ def test_workspace_lock_skips_or_waits(tmp_path):
         with workspace_lock(tmp_path, "run B", 0, logs.append) as b:
             assert not b
     assert logs[-1].startswith("skipped: another pipeline run still holds the workspace lock") and "run A" in logs[-1]
-    held, release = threading.Event(), threading.Event()
-
-    def first_run() -> None:
-        with workspace_lock(tmp_path, "run A", 0, logs.append):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=first_run)
-    t.start()
-    assert held.wait(30)
-    threading.Timer(1.0, release.set).start()
-    with workspace_lock(tmp_path, "run C", 60, logs.append, poll_s=0.1) as c:
-        assert c and release.is_set()  # got it only after the first run let go
-    t.join()
+    with (
+        another_run_holding_the_lock(tmp_path, "run A", release_after_s=1.0) as released,
+        workspace_lock(tmp_path, "run C", 60, logs.append, poll_s=0.1) as c,
+    ):
+        assert c and released.is_set()  # got it only after the first run let go
     assert any(line.startswith("waiting up to 60 s") and "run A" in line for line in logs)
     assert logs[-1] == "workspace lock acquired after waiting"
 
@@ -256,19 +282,8 @@ def test_flow_runs_stale_stages_keeps_going_resumes_and_publishes(tmp_path, pref
     assert rows[2]["test.macro_f1"] == gru["test"]["macro_f1"] and rows[2]["gap"] == gru["gap"]
     # 3. nothing changed: up to date, no stage task; a run arriving while another holds the lock waits
     assert stale_stages.fn(str(work)) == {}
-    held, release = threading.Event(), threading.Event()
-
-    def other_run() -> None:
-        with workspace_lock(work, "flow run other", 0, lambda msg: None):
-            held.set()
-            release.wait(60)
-
-    t = threading.Thread(target=other_run)
-    t.start()
-    assert held.wait(30)
-    threading.Timer(2.0, release.set).start()
-    state = driver_pipeline(workspace=str(work), reason="test: nothing changed", lock_wait_s=120, return_state=True)
-    t.join()
+    with another_run_holding_the_lock(work, "flow run other", release_after_s=2.0):
+        state = driver_pipeline(workspace=str(work), reason="test: nothing changed", lock_wait_s=120, return_state=True)
     assert state.result() == {"status": "up to date", "stages": {}}
     run3 = state.state_details.flow_run_id
     assert [name.split("-")[0] for name in task_states(run3)] == ["dvc status"]
@@ -355,3 +370,82 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, pre
     emit_change(work, ["data/raw/videos/new.mp4"])
     runs = wait_for_run(dep.id, "inputs changed: data/raw/videos/new.mp4")
     assert runs[0].parameters["workspace"] == workspace_resource(work)["prefect.resource.name"] == str(work.resolve())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_pipeline(tmp_path):
+    """The documented command, as a user runs it, on a one-stage DVC project (the flow is generic over
+    DVC pipelines): own server on 127.0.0.1, a params change -> event -> a completed run; SIGTERM stops all."""
+    import signal
+
+    from flows.serve import api_url, healthy
+
+    work = tmp_path / "w"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=dvc_env())
+    write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
+                        "train": {"epochs": 1}})  # fmt: skip
+    stage = "import yaml; open('out.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))['train']['epochs']))"
+    dvc_yaml = {"stages": {"toy": {"cmd": f'python -c "{stage}"', "params": ["train.epochs"], "outs": ["out.txt"]}}}
+    (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    port = _free_port()
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = api_url(port)
+    try:
+        deadline = time.monotonic() + 180
+        while "watching params.yaml" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert healthy(url)
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as c:
+            dep = None
+            while dep is None and time.monotonic() < deadline:
+                with contextlib.suppress(ObjectNotFound):
+                    dep = c.read_deployment_by_name("driver-pipeline/driver-pipeline")
+                time.sleep(0.5)
+            assert dep is not None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
+            # the server's scheduler fills in the cron runs (regression: it crashed with SQLAlchemy 2.1)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                scheduled = [r for r in c.read_flow_runs() if r.deployment_id == dep.id]
+                if scheduled:
+                    break
+                time.sleep(0.5)
+            assert scheduled and all(r.parameters.get("reason") == "schedule (0 3 * * * UTC)" for r in scheduled)
+            assert all(r.state_name == "Scheduled" and r.expected_start_time.hour == 3 for r in scheduled)
+            write_params(work, {**read_params(work), "train": {"epochs": 2}})
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                runs = [r for r in c.read_flow_runs() if r.deployment_id == dep.id and r.state_name == "Completed"]
+                if runs:
+                    break
+                time.sleep(0.5)
+        assert runs, (tmp_path / "serve.log").read_text()[-3000:]
+        assert runs[0].parameters == {"workspace": str(work.resolve()), "reason": "inputs changed: params.yaml"}
+        assert (work / "out.txt").read_text() == "2"  # the stage ran through dvc with the new param
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    deadline = time.monotonic() + 30
+    while healthy(url, timeout=0.5) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not healthy(url, timeout=0.5)  # the server went down with it
