@@ -253,7 +253,7 @@ def _retry_transient(task, task_run, state) -> bool:
 
 
 # --- tasks -----------------------------------------------------------------------------------------
-@task(name="dvc status", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(name="dvc status", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
 def stale_stages(workspace: str) -> dict[str, Any]:
     """Ask DVC what is stale: ``dvc status --json`` -> {stage: [what changed]} (empty = up to date)."""
     code, out = dvc(Path(workspace), "status", "--json")
