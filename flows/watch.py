@@ -95,10 +95,7 @@ def watch(
     """Poll until ``stop`` is set; call ``on_change`` once per settled batch of changes."""
     root = Path(root).resolve()
     stop = stop or threading.Event()
-    targets, notes = watch_targets(root)
-    for note in notes:
-        log.info(note)
-    log.info("watching %s every %g s", ", ".join(str(t.relative_to(root)) for t in targets), interval_s)
+    targets = _targets(root, [])
     base = snapshot(root, targets)
     while not stop.wait(interval_s):
         now = snapshot(root, targets)
@@ -112,4 +109,24 @@ def watch(
         changed = changes(base, last)
         if changed:
             on_change(root, changed)
+        if "params.yaml" in changed:  # data.raw_dir may point elsewhere now: files already in a newly
+            targets = _targets(root, targets)  # watched folder are reported by the next poll
+            rel = [t.relative_to(root).as_posix() for t in targets]
+            last = {p: v for p, v in last.items() if any(p == r or p.startswith(r + "/") for r in rel)}
         base = last
+
+
+def _targets(root: Path, current: list[Path]) -> list[Path]:
+    """(Re)read what to watch; on a params.yaml that does not load, keep ``current`` (the run that the
+    change starts reports the bad key)."""
+    try:
+        targets, notes = watch_targets(root)
+    except Exception as exc:
+        if not current:
+            raise
+        log.warning("params.yaml does not load (%s): still watching %s", exc, ", ".join(map(str, current)))
+        return current
+    for note in notes:
+        log.info(note)
+    log.info("watching %s", ", ".join(str(t.relative_to(root)) for t in targets))
+    return targets

@@ -182,13 +182,20 @@ def test_watcher_reports_each_settled_batch_once(tmp_path):
         (raw / ".a.mp4.part.tmp").write_bytes(b"temp")  # hidden temp files are not inputs
         wait_for(1)
         params = read_params(work)
-        params["train"]["epochs"] = 4
+        params["data"]["raw_dir"] = "data/raw2"  # the raw folder moves: the watcher follows it
         write_params(work, params)
         wait_for(2)
+        (work / "data" / "raw2").mkdir()
+        (work / "data" / "raw2" / "labels.csv").write_text("video,subject,label\n")
+        (raw / "labels.csv").write_text("no longer watched\n")
+        wait_for(3)
+        (work / "params.yaml").write_text("data: [not, a, mapping\n")  # broken params: reported, still watching
+        wait_for(4)
     finally:
         stop.set()
         t.join()
-    assert seen == [["data/raw/labels.csv", "data/raw/videos/a.mp4"], ["params.yaml"]]
+    assert seen == [["data/raw/labels.csv", "data/raw/videos/a.mp4"], ["params.yaml"], ["data/raw2/labels.csv"],
+                    ["params.yaml"]]  # fmt: skip
 
 
 # --- against a real Prefect server -----------------------------------------------------------------
