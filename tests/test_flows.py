@@ -379,6 +379,47 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, pre
     assert runs[0].parameters["workspace"] == workspace_resource(work)["prefect.resource.name"] == str(work.resolve())
 
 
+def toy_workspace(work: Path) -> Path:
+    """A one-stage DVC project (the flow is generic over DVC pipelines): ``toy`` writes train.epochs
+    to out.txt, and fails with a clear message when it is 3."""
+    work.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=dvc_env())
+    write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
+                        "train": {"epochs": 1}})  # fmt: skip
+    stage = (
+        "import sys, yaml; e = yaml.safe_load(open('params.yaml'))['train']['epochs']; "
+        "sys.exit('error: the toy stage refuses 3 epochs') if e == 3 else open('out.txt', 'w').write(str(e))"
+    )
+    dvc_yaml = {"stages": {"toy": {"cmd": f'python -c "{stage}"', "params": ["train.epochs"], "outs": ["out.txt"]}}}
+    (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    return work
+
+
+@pytest.mark.slow
+def test_flows_run_cli_reports_ran_up_to_date_and_failure(tmp_path, prefect_server):
+    work = toy_workspace(tmp_path / "w")
+    env = {**dvc_env(), "PREFECT_API_URL": prefect_server}
+
+    def flows_run() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "flows", "run", "--workspace", str(work), "--reason", "cli test"]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    res = flows_run()
+    assert res.returncode == 0 and "{'status': 'ran', 'stages': {'toy': 'ran'}}" in res.stdout, res.stderr[-2000:]
+    assert (work / "out.txt").read_text() == "1"
+    res = flows_run()
+    assert res.returncode == 0 and "'status': 'up to date'" in res.stdout
+    write_params(work, {**read_params(work), "train": {"epochs": 3}})
+    res = flows_run()
+    assert res.returncode == 1
+    assert "stage 'toy' failed (exit 255): error: the toy stage refuses 3 epochs" in res.stderr
+    write_params(work, {**read_params(work), "train": {"epochs": 1}})  # back: DVC's run-cache has that
+    res = flows_run()
+    assert res.returncode == 0 and "{'status': 'ran', 'stages': {'toy': 'cached'}}" in res.stdout, res.stdout
+    assert (work / "out.txt").read_text() == "1"
+
+
 def _free_port() -> int:
     import socket
 
@@ -395,15 +436,7 @@ def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_p
 
     from flows.serve import api_url, healthy
 
-    work = tmp_path / "w"
-    work.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=dvc_env())
-    write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
-                        "train": {"epochs": 1}})  # fmt: skip
-    stage = "import yaml; open('out.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))['train']['epochs']))"
-    dvc_yaml = {"stages": {"toy": {"cmd": f'python -c "{stage}"', "params": ["train.epochs"], "outs": ["out.txt"]}}}
-    (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    work = toy_workspace(tmp_path / "w")
     port = _free_port()
     env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
