@@ -118,6 +118,13 @@ def plan(stale: Iterable[str], dag: Dag) -> list[str]:
     return [s for s in order if s in todo]
 
 
+def inputs_unchanged(stage: str, stale: Iterable[str], dag: Dag, outcomes: dict[str, str]) -> bool:
+    """True if ``stage`` was not stale and every upstream stage this run visited left its outputs as
+    they were ("unchanged"): then DVC would find it unchanged too, and asking costs a DVC start-up."""
+    ups = [a for a, b in dag.edges if b == stage and a in outcomes]
+    return stage not in stale and bool(ups) and all(outcomes[a] == "unchanged" for a in ups)
+
+
 def error_lines(output: str, limit: int = 6) -> str:
     """The lines of a failed stage's output a person needs: our ``error:`` lines, DVC's ``ERROR:``
     lines and the exception line of a traceback; else the last few lines."""
@@ -371,6 +378,10 @@ def driver_pipeline(
         for stage in todo:  # like `dvc repro --keep-going`: a failure stops its downstream, not the rest
             if stage in blocked:
                 outcomes[stage] = "not run (upstream failed)"
+                continue
+            if inputs_unchanged(stage, stale, dag, outcomes):
+                outcomes[stage] = "unchanged"
+                log.info("%s: not stale, and no stage it depends on changed anything: skipped", stage)
                 continue
             state = run_stage(str(root), stage, dask_address, return_state=True)
             if state.is_completed():

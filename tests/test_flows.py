@@ -27,6 +27,7 @@ from flows.pipeline_flow import (
     downstream,
     driver_pipeline,
     error_lines,
+    inputs_unchanged,
     parse_dot,
     plan,
     run_stage,
@@ -59,6 +60,15 @@ def test_parse_dot_plan_and_downstream_on_a_small_graph():
     assert downstream(["b"], dag) == {"b", "c"}
     assert plan(["d", "a"], dag) == ["a", "b", "c", "d"]
     assert plan(["c"], dag) == ["c"]
+
+
+def test_a_stage_whose_upstream_left_everything_unchanged_is_not_asked_again():
+    dag = parse_dot('"a";\n"b";\n"c";\n"a" -> "b";\n"b" -> "c";\n')
+    assert not inputs_unchanged("b", ["a"], dag, {"a": "ran"})  # a ran: DVC must look at b
+    assert inputs_unchanged("c", ["a"], dag, {"a": "ran", "b": "unchanged"})
+    assert not inputs_unchanged("c", ["a", "c"], dag, {"a": "ran", "b": "unchanged"})  # c itself stale
+    assert not inputs_unchanged("c", ["a"], dag, {"a": "ran", "b": "cached"})  # restored outputs may differ
+    assert not inputs_unchanged("a", ["b"], dag, {})  # nothing upstream visited
 
 
 def test_error_lines_keep_what_a_person_needs():
