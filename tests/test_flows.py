@@ -389,12 +389,17 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, pre
     assert runs[0].parameters["workspace"] == workspace_resource(work)["prefect.resource.name"] == str(work.resolve())
 
 
-def toy_workspace(work: Path) -> Path:
-    """A one-stage DVC project (the flow is generic over DVC pipelines): ``toy`` writes train.epochs
-    to out.txt, and fails with a clear message when it is 3."""
+def empty_dvc_project(work: Path) -> Path:
     work.mkdir(parents=True)
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=dvc_env())
+    return work
+
+
+def toy_workspace(work: Path) -> Path:
+    """A one-stage DVC project (the flow is generic over DVC pipelines): ``toy`` writes train.epochs
+    to out.txt, and fails with a clear message when it is 3."""
+    empty_dvc_project(work)
     write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
                         "train": {"epochs": 1}})  # fmt: skip
     stage = (
@@ -499,3 +504,24 @@ def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_p
     while healthy(url, timeout=0.5) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not healthy(url, timeout=0.5)  # the server went down with it
+
+
+@pytest.mark.slow
+def test_stages_behind_an_unchanged_stage_are_not_handed_to_dvc(tmp_path, prefect_server):
+    work = empty_dvc_project(tmp_path / "w")
+    write_params(work, {"train": {"epochs": 1}})
+    copy = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
+    stages = {  # a reads a param but writes the same bytes whatever it is; b copies a; c copies b
+        "a": {"cmd": "python -c \"open('a.txt', 'w').write('same')\"", "params": ["train.epochs"], "outs": ["a.txt"]},
+        "b": {"cmd": f'python -c "{copy}" a.txt b.txt', "deps": ["a.txt"], "outs": ["b.txt"]},
+        "c": {"cmd": f'python -c "{copy}" b.txt c.txt', "deps": ["b.txt"], "outs": ["c.txt"]},
+    }
+    (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    state = driver_pipeline(workspace=str(work), reason="first", return_state=True)
+    assert state.result()["stages"] == {"a": "ran", "b": "ran", "c": "ran"}
+    write_params(work, {"train": {"epochs": 2}})
+    state = driver_pipeline(workspace=str(work), reason="param of a", return_state=True)
+    assert state.result()["stages"] == {"a": "ran", "b": "unchanged", "c": "unchanged"}
+    tasks = task_states(state.state_details.flow_run_id)
+    assert "b" in tasks and "c" not in tasks  # DVC was asked about b (a ran), not about c
+    assert stale_stages.fn(str(work)) == {}  # and DVC agrees c is up to date
