@@ -15,8 +15,8 @@ sys.path.insert(0, str(ROOT))
 
 def demo_clips(out: Path, n_subjects: int = 2, seconds: float = 6.0, size: tuple[int, int] = (320, 240)) -> list[Path]:
     """Generate (once) a few demo clips: n_subjects x 4 classes."""
-    from pipeline.config import DemoParams
-    from pipeline.demo import generate
+    from pipeline.core.config import DemoParams
+    from pipeline.stages.demo import generate
 
     if not (out / "labels.csv").exists():
         generate(

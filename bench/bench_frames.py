@@ -23,7 +23,7 @@ def bare(videos: list[Path]) -> int:
 
 def stage(videos: list[Path], out: Path) -> int:
     """The frames stage's own per-video work (workers=1), Parquet write included."""
-    from pipeline.frames import process_video
+    from pipeline.stages.frames import process_video
 
     n = 0
     for v in videos:
@@ -50,7 +50,7 @@ def main() -> None:
         # memory: the same clip once vs 4x longer
         import numpy as np
 
-        from pipeline.demo import write_mp4
+        from pipeline.stages.demo import write_mp4
 
         clip = d / "raw320" / "videos"
         frames = []
@@ -65,7 +65,7 @@ def main() -> None:
         mem = {}
         for name in ("short", "long"):
             mem[name] = peak_rss_mb(
-                "from pathlib import Path; from pipeline.frames import process_video; "
+                "from pathlib import Path; from pipeline.stages.frames import process_video; "
                 f"r = process_video(('x', 'x', Path('{d}/{name}.mp4'), Path('{d}/o'), 15.0, {CANVAS}, 1)); "
                 "assert r['status'] == 'ok'"
             )

@@ -40,14 +40,14 @@ def bare(videos: list[Path], hands: bool) -> int:
 
 
 def jobs(videos: list[Path], plans: Path, out: Path, hands: bool) -> list[tuple]:
-    from pipeline.config import LandmarksParams
+    from pipeline.core.config import LandmarksParams
 
     return [(v.stem, v.name, v, plans / f"{v.stem}.parquet", out, LandmarksParams(hands=hands), 0.0) for v in videos]
 
 
 def stage(job_list: list[tuple], workers: int) -> int:
-    from pipeline.landmarks import process_video
-    from pipeline.parallel import map_videos
+    from pipeline.core.parallel import map_videos
+    from pipeline.stages.landmarks import process_video
 
     n = 0
     for res in map_videos(process_video, job_list, workers, "bench"):
@@ -59,7 +59,7 @@ def stage(job_list: list[tuple], workers: int) -> int:
 def main() -> None:
     import cv2
 
-    from pipeline.frames import process_video as plan_one
+    from pipeline.stages.frames import process_video as plan_one
 
     hands = "--no-hands" not in sys.argv
     cv2.setNumThreads(1)
@@ -81,7 +81,7 @@ def main() -> None:
         )
         print(f"landmarks 2 workers {f_two:.1f} fps | speed-up vs 1 worker {f_two / f_one:.2f} (goal >= 1.6)")
         # memory: one clip vs the same clip 8x longer
-        from pipeline.demo import write_mp4
+        from pipeline.stages.demo import write_mp4
 
         frames = []
         cap = cv2.VideoCapture(str(videos[0]))
@@ -95,8 +95,8 @@ def main() -> None:
             write_mp4(frames * k, d / f"{name}.mp4", 15)
             plan_one((name, name, d / f"{name}.mp4", d / "plans", 15.0, CANVAS, 1))
             mem[name] = peak_rss_mb(
-                "from pathlib import Path; from pipeline.landmarks import process_video; "
-                "from pipeline.config import LandmarksParams; "
+                "from pathlib import Path; from pipeline.stages.landmarks import process_video; "
+                "from pipeline.core.config import LandmarksParams; "
                 f"r = process_video(('{name}', '{name}', Path('{d}/{name}.mp4'), Path('{d}/plans/{name}.parquet'), "
                 f"Path('{d}/o'), LandmarksParams(hands={hands}), 0.0)); assert r['status'] == 'ok', r"
             )

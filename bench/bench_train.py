@@ -20,10 +20,10 @@ N_TRAIN, N_VAL, T, F, C = 480, 160, 90, 12, 4
 
 def main() -> None:
     import torch
-
-    from pipeline import train as tr
-    from pipeline.config import TrainParams
     from pipeline.models import create_model
+
+    from pipeline.core.config import TrainParams
+    from pipeline.stages import train as tr
 
     name = sys.argv[1] if len(sys.argv) > 1 else "gru"
     rng = np.random.default_rng(0)
@@ -59,7 +59,7 @@ def main() -> None:
     b = min(bare() for _ in range(2))
     s = min(stage() for _ in range(2))
     print(f"train epoch ({name}, {N_TRAIN} windows of {T}x{F}): bare {b:.2f} s | stage {s:.2f} s | ratio {s / b:.2f} "
-          "(goal <= 1.2)")  # fmt: skip
+          "(goal <= 1.2)")
 
 
 if __name__ == "__main__":

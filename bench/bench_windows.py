@@ -18,7 +18,7 @@ N_VIDEOS, FRAMES = 200, 900
 
 
 def table() -> pd.DataFrame:
-    from pipeline.features import REGISTRY
+    from pipeline.stages.features import REGISTRY
 
     rng = np.random.default_rng(0)
     n = N_VIDEOS * FRAMES
@@ -30,7 +30,7 @@ def table() -> pd.DataFrame:
         "label": pd.Categorical(np.array(["normal", "phonecall", "text", "yawn"])[vid % 4]),
         "frame": np.tile(np.arange(FRAMES, dtype=np.int32), N_VIDEOS),
         "t": np.tile(np.arange(FRAMES) / 15, N_VIDEOS),
-    })  # fmt: skip
+    })
     for name in REGISTRY:
         df[name] = rng.normal(size=n).astype(np.float32)
     df["face_present"] = np.float32(1)
@@ -40,8 +40,8 @@ def table() -> pd.DataFrame:
 def main() -> None:
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from pipeline import windows as W
-    from pipeline.config import WindowsParams
+    from pipeline.core.config import WindowsParams
+    from pipeline.stages import windows as W
 
     df = table()
     wp = WindowsParams()
@@ -63,7 +63,7 @@ def main() -> None:
         f_stage = best_of(lambda b=baseline: stage(b))
         print(f"windowing {n} frame-rows, size {wp.size}, stride {wp.stride}, subject_baseline={baseline}: "
               f"bare {f_bare / 1e6:.2f} M rows/s | stage {f_stage / 1e6:.2f} M rows/s | ratio {f_stage / f_bare:.2f}"
-              " (goal >= 0.5)")  # fmt: skip
+              " (goal >= 0.5)")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from _common import ROOT
 
 
 def main() -> None:
-    from pipeline import demo
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
+    from pipeline.stages import demo
 
     params = load_params(sys.argv[1] if len(sys.argv) > 1 else ROOT / "params.yaml")
     feats = pd.read_parquet(sys.argv[2] if len(sys.argv) > 2 else ROOT / "data" / "features.parquet")
@@ -37,7 +37,7 @@ def main() -> None:
                     "c_mouth": sc["mouth"], "c_eyes": sc["eyes"], "yaw": f["yaw"].to_numpy(),
                     "pitch": f["pitch"].to_numpy(), "roll": f["roll"].to_numpy(), "mar": f["mar"].to_numpy(),
                     "ear": (f["ear_left"].to_numpy() + f["ear_right"].to_numpy()) / 2,
-                }))  # fmt: skip
+                }))
     d = pd.concat(rows).groupby("subject").transform(lambda x: x - x.mean()).dropna()
     print(f"demo fidelity over {len(d)} frames (per-subject mean removed):")
     for c, m in (("c_yaw", "yaw"), ("c_pitch", "pitch"), ("c_roll", "roll"), ("c_mouth", "mar"), ("c_eyes", "ear")):

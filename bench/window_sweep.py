@@ -23,8 +23,8 @@ def score(feats: pd.DataFrame, wp, classes, seeds=range(5)) -> tuple[float, int]
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    from pipeline import windows as W
-    from pipeline.train import window_stats as stats
+    from pipeline.stages import windows as W
+    from pipeline.stages.train import window_stats as stats
 
     f1s, n = [], 0
     for seed in seeds:
@@ -40,7 +40,7 @@ def score(feats: pd.DataFrame, wp, classes, seeds=range(5)) -> tuple[float, int]
 
 
 def main() -> None:
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     params = load_params(ROOT / "params.yaml")
     feats = pd.read_parquet(sys.argv[1] if len(sys.argv) > 1 else ROOT / "data" / "features.parquet")

@@ -10,8 +10,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Prefect flows that drive the DVC pipeline.")  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Prefect flows that drive the DVC pipeline.",
+)
 Workspace = Annotated[Path, typer.Option("--workspace", help="project folder holding dvc.yaml and params.yaml")]
 
 
@@ -23,8 +27,9 @@ def run(
 ) -> None:
     """One flow run now: dvc status, the stale stages as tasks, artifacts. Uses $PREFECT_API_URL
     (without it Prefect starts a temporary local server for the run)."""
+    from pipeline.core.config import load_params
+
     from flows.pipeline_flow import driver_pipeline
-    from pipeline.config import load_params
 
     root = workspace.resolve()
     wait = load_params(root / "params.yaml").schedule.lock_wait_s
@@ -66,8 +71,9 @@ def deployment(
 @app.command()
 def watch(workspace: Workspace = Path(".")) -> None:
     """Emit a Prefect event whenever the raw folder or params.yaml changes (needs $PREFECT_API_URL)."""
+    from pipeline.core.config import load_params
+
     from flows.watch import watch as _watch
-    from pipeline.config import load_params
 
     root = workspace.resolve()
     sched = load_params(root / "params.yaml").schedule

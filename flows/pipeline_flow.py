@@ -200,8 +200,10 @@ def diff_markdown(before: dict[str, Any] | None, now: dict[str, Any], since: str
     else:
         out.append("**Headline metrics**: unchanged.")
     if other:
-        out.append(f"\n{other} other metric values changed (per-class scores, thresholds, latency); "
-                   "`dvc metrics diff` lists them all once committed.")  # fmt: skip
+        out.append(
+            f"\n{other} other metric values changed (per-class scores, thresholds, latency); "
+            "`dvc metrics diff` lists them all once committed."
+        )
     return "\n".join(out) + "\n"
 
 
@@ -228,7 +230,7 @@ def stage_env(dask_address: str = "") -> dict[str, str]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if dask_address:
-        from pipeline.parallel import ENV_ADDRESS
+        from pipeline.core.parallel import ENV_ADDRESS
 
         env[ENV_ADDRESS] = dask_address
     return env
@@ -303,9 +305,8 @@ def run_stage(workspace: str, stage: str, dask_address: str = "") -> str:
 def publish(workspace: str, outcomes: dict[str, str], reason: str, run_name: str) -> dict[str, Any]:
     """Markdown artifact (what ran, what changed since the previous successful run, the report summary)
     and a table artifact of per-model test metrics; then remember this run as the last success."""
+    from pipeline.core.files import write_json
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from pipeline.io import write_json
 
     root = Path(workspace)
     now = snapshot(root)
@@ -363,8 +364,9 @@ def driver_pipeline(
     log.info("workspace %s; trigger: %s", root, reason)
     with workspace_lock(root, who=f"flow run {run_name}", wait_s=lock_wait_s, log=log.warning) as acquired:
         if not acquired:
-            return Completed(name="Skipped", message="another pipeline run holds the workspace lock",
-                             data={"status": "skipped"})  # fmt: skip
+            return Completed(
+                name="Skipped", message="another pipeline run holds the workspace lock", data={"status": "skipped"}
+            )
         stale = stale_stages(str(root))
         if not stale:
             log.info("Data and pipelines are up to date: nothing to run.")
@@ -393,9 +395,10 @@ def driver_pipeline(
             log.error("%s -- its downstream stages will not run; independent stages go on", failed[stage])
         if failed:
             raise PipelineFailed(
-                f"{len(failed)} stage(s) failed: " + " || ".join(failed.values())
+                f"{len(failed)} stage(s) failed: "
+                + " || ".join(failed.values())
                 + ". Fix the cause and run again: DVC keeps every stage that succeeded, the next run starts there."
-            )  # fmt: skip
+            )
         publish(str(root), outcomes, reason, run_name)
         counts = {o: sum(v == o for v in outcomes.values()) for o in ("ran", "cached", "unchanged")}
         log.info("done: %(ran)d stages ran, %(cached)d restored from DVC's cache, %(unchanged)d unchanged", counts)

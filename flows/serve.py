@@ -98,8 +98,9 @@ def deployment_kwargs(root: Path, cron: str, timezone: str) -> dict:
 def serve_deployment(root: Path, cron: str | None = None) -> None:
     """Serve the deployment from this process until interrupted (``python -m flows deployment``);
     needs PREFECT_API_URL. ``serve`` runs it as a child process."""
+    from pipeline.core.config import load_params
+
     from flows.pipeline_flow import driver_pipeline
-    from pipeline.config import load_params
 
     root = Path(root).resolve()
     sched = load_params(root / "params.yaml").schedule

@@ -54,7 +54,7 @@ def watch_targets(root: Path) -> tuple[list[Path], list[str]]:
     """params.yaml and the configured raw folder, unless a DVC stage writes that folder.
 
     Returns the targets and notes to log (why something is not watched)."""
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     root = Path(root).resolve()
     params = load_params(root / "params.yaml")

@@ -25,8 +25,15 @@ def collect(reports_dir: Path, size: int) -> list[dict]:
     rows = []
     for f in sorted((reports_dir / "models").glob("*/metrics.json")):
         m = json.loads(f.read_text())
-        rows.append({"model": f.parent.name, "window": size, "test_f1": m["test"]["macro_f1"],
-                     "val_f1": m["val"]["macro_f1"], "gap": m["gap"]})  # fmt: skip
+        rows.append(
+            {
+                "model": f.parent.name,
+                "window": size,
+                "test_f1": m["test"]["macro_f1"],
+                "val_f1": m["val"]["macro_f1"],
+                "gap": m["gap"],
+            }
+        )
     return rows
 
 

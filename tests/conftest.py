@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import DemoParams, Params, parse_params
+from pipeline.core.config import DemoParams, Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def subject():
     """One synthetic demo subject (Grace Hopper's photo, meshed by real FaceMesh)."""
-    from pipeline import demo
+    from pipeline.stages import demo
 
     fm = demo._facemesh_static()
     try:
@@ -40,7 +40,7 @@ def neutral_face(subject) -> np.ndarray:
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 15) -> Path:
-    from pipeline.demo import write_mp4
+    from pipeline.vision.video import write_mp4
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_mp4(frames, path, fps)
@@ -50,7 +50,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = 15) -> Path:
 @pytest.fixture(scope="session")
 def clip_frames(subject) -> dict[str, list[np.ndarray]]:
     """Short rendered clips per class (RGB frames), 24 frames each."""
-    from pipeline.demo import CLASSES, render_clip
+    from pipeline.stages.demo import CLASSES, render_clip
 
     return {label: render_clip(subject, label, 11 + i, 24, 15) for i, label in enumerate(CLASSES)}
 
@@ -106,7 +106,7 @@ def read_params(work: Path) -> dict:
 
 
 def dvc_env() -> dict[str, str]:
-    """This interpreter's bin first on PATH (stages call ``python -m pipeline.cli``), no analytics."""
+    """This interpreter's bin first on PATH (stages call ``python -m pipeline.stages``), no analytics."""
     return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

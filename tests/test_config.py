@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import ConfigError, load_params, parse_params
+from pipeline.core.config import ConfigError, load_params, parse_params
 from tests.conftest import ROOT
 
 

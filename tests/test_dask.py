@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import frames, landmarks
+from pipeline.stages import frames, landmarks
 from tests.conftest import tiny_params, write_clip
 
 
@@ -11,7 +11,7 @@ def cluster():
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as c:  # fmt: skip
+                      dashboard_address=None) as c:
         yield c
 
 
@@ -38,4 +38,4 @@ def test_dask_run_is_byte_identical_to_the_local_pool(cluster, clip_frames, tmp_
     monkeypatch.setenv("DRIVER_PIPELINE_DASK_ADDRESS", cluster.scheduler_address)
     frames.run(local, tmp_path / "env" / "frames")
     assert (tmp_path / "env" / "frames" / "manifest.json").read_bytes() == \
-        (tmp_path / "local" / "frames" / "manifest.json").read_bytes()  # fmt: skip
+        (tmp_path / "local" / "frames" / "manifest.json").read_bytes()

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from pipeline import demo
-from pipeline.labels import load_labels
+from pipeline.contracts.labels import load_labels
+from pipeline.stages import demo
 
 
 def test_same_seed_same_bytes_and_valid_contract(demo_params, tmp_path):
@@ -23,7 +23,7 @@ def test_same_seed_same_bytes_and_valid_contract(demo_params, tmp_path):
 
 
 def test_face_found_in_nearly_every_frame_of_every_class(demo_params, tmp_path):
-    from pipeline import frames, landmarks
+    from pipeline.stages import frames, landmarks
     from tests.conftest import tiny_params
 
     raw = tmp_path / "raw"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate as E
-from pipeline import train as T
+from pipeline.stages import evaluate as E
+from pipeline.stages import train as T
 from tests.test_train import CLASSES, make_set, params
 
 
@@ -40,7 +40,7 @@ def test_metrics_json_for_a_reviewer(trained, name):
             assert op["report"]["recall"] >= 0.9
     wrong = pd.read_csv(trained / "reports" / name / "wrong.csv")
     assert list(wrong.columns) == ["window_id", "video", "subject", "start_t", "end_t", "true", "predicted",
-                                   "confidence"]  # fmt: skip
+                                   "confidence"]
     assert (wrong["true"] != wrong["predicted"]).all()
     cm = pd.read_csv(trained / "reports" / name / "confusion_test.csv")
     assert len(cm) == 60 and set(cm.columns) == {"actual", "predicted"}

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline import geometry as g
-from pipeline.features import (
-    REGISTRY,
+from pipeline.contracts.features import REGISTRY
+from pipeline.stages.features import (
     compute_frame_features,
     ear,
     fill_short_gaps,
@@ -14,6 +13,7 @@ from pipeline.features import (
     mar,
     video_features,
 )
+from pipeline.vision import geometry as g
 from tests.conftest import write_clip
 
 
@@ -51,7 +51,7 @@ def test_ratios_do_not_change_with_head_rotation(neutral_face):
 
 
 def test_open_mouth_raises_mar_and_closed_eyes_lower_ear(subject):
-    from pipeline.demo import deform
+    from pipeline.stages.demo import deform
 
     rest = deform(subject, 0, 0, 0, 0, 0)[None, :478]
     yawn = deform(subject, 0, 0, 0, 0, 0.8)[None, :478]
@@ -121,9 +121,10 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
 
 def _measure(frames, tmp_path, name, canvas):
     """Real path: write a video, plan it, run MediaPipe, map back, compute features."""
-    from pipeline.config import LandmarksParams
-    from pipeline.frames import plan_video
-    from pipeline.landmarks import detect_video, iter_landmarks, read_landmarks
+    from pipeline.contracts.landmarks import iter_landmarks, read_landmarks
+    from pipeline.core.config import LandmarksParams
+    from pipeline.stages.frames import plan_video
+    from pipeline.stages.landmarks import detect_video
 
     video = write_clip(tmp_path / f"{name}.mp4", frames)
     plan, _ = plan_video(video, 15, canvas, 1)
@@ -170,7 +171,7 @@ def test_same_face_at_two_resolutions_and_canvases_gives_same_features(clip_fram
 
 def test_real_mediapipe_follows_commanded_yaw_and_mouth(subject, tmp_path):
     """Warp the real face to known yaw / mouth opening; real MediaPipe must track them."""
-    from pipeline.demo import deform, paint, warp
+    from pipeline.stages.demo import deform, paint, warp
 
     frames, yaws = [], [-30, -15, 0, 15, 30]
     for y in yaws:

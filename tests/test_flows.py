@@ -84,7 +84,7 @@ def test_error_lines_keep_what_a_person_needs():
 
 
 def test_stage_env_puts_this_python_first_and_passes_a_dask_address():
-    from pipeline.parallel import ENV_ADDRESS
+    from pipeline.core.parallel import ENV_ADDRESS
 
     env = stage_env("tcp://10.0.0.5:8786")
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
@@ -106,9 +106,9 @@ def test_only_transient_failures_are_retried():
 
 def test_diff_markdown_names_changed_params_and_metrics():
     before = {"params": {"hparams.gru.hidden": 8, "train.epochs": 3}, "models": ["gru"],
-              "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}}}  # fmt: skip
+              "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}}}
     now = {"params": {"hparams.gru.hidden": 12, "train.epochs": 3}, "models": ["gru"],
-           "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}}}  # fmt: skip
+           "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}}}
     md = diff_markdown(before, now, "flow run x")
     assert "(flow run x)" in md
     assert "| `hparams.gru.hidden` | 8 | 12 |" in md and "train.epochs" not in md
@@ -205,7 +205,7 @@ def test_watcher_reports_each_settled_batch_once(tmp_path):
         stop.set()
         t.join()
     assert seen == [["data/raw/labels.csv", "data/raw/videos/a.mp4"], ["params.yaml"], ["data/raw2/labels.csv"],
-                    ["params.yaml"]]  # fmt: skip
+                    ["params.yaml"]]
 
 
 # --- against a real Prefect server -----------------------------------------------------------------
@@ -246,7 +246,7 @@ def artifact(flow_run_id, key: str):
         found = c.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
                                            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )  # fmt: skip
+        )
     assert len(found) == 1, f"{key}: {len(found)} artifacts"
     return found[0].data
 
@@ -376,7 +376,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, pre
         c.create_work_pool(WorkPoolCreate(name=spec["work_pool"]["name"], type="process"))
     env = {**dvc_env(), "PREFECT_API_URL": prefect_server, "PWD": str(work)}  # as from a shell in the project
     res = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with _client() as c:
         dep = c.read_deployment_by_name("driver-pipeline/driver-pipeline")
@@ -401,7 +401,7 @@ def toy_workspace(work: Path) -> Path:
     to out.txt, and fails with a clear message when it is 3."""
     empty_dvc_project(work)
     write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
-                        "train": {"epochs": 1}})  # fmt: skip
+                        "train": {"epochs": 1}})
     stage = (
         "import sys, yaml; e = yaml.safe_load(open('params.yaml'))['train']['epochs']; "
         "sys.exit('error: the toy stage refuses 3 epochs') if e == 3 else open('out.txt', 'w').write(str(e))"
@@ -457,7 +457,7 @@ def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_p
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = api_url(port)
     try:
         deadline = time.monotonic() + 180

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from pipeline import frames
-from pipeline.geometry import letterbox_image
-from pipeline.io import atomic_path, read_json
+from pipeline.contracts.frames import Plan, iter_frames, read_plan, write_plan
+from pipeline.core.files import atomic_path, read_json
+from pipeline.stages import frames
+from pipeline.vision.geometry import letterbox_image
+from pipeline.vision.video import VideoError, decode
 from tests.conftest import write_clip
 
 
@@ -25,15 +27,13 @@ def test_plan_and_stream_are_the_letterboxed_source(clip_frames, tmp_path):
     np.testing.assert_array_equal(plan.src_index, [0, 2, 4, 6, 8, 10])
     assert (plan.box.src_w, plan.box.src_h, plan.box.canvas_w) == (400, 240, 256)
     assert len(qc["luma_mean"]) == 6 and (qc["luma_mean"] > 10).all()
-    decoded = list(frames._decode(video))
-    got = [(k, img.copy()) for k, img in frames.iter_frames(video, plan, rgb=False)]
+    decoded = list(decode(video))
+    got = [(k, img.copy()) for k, img in iter_frames(video, plan, rgb=False)]
     assert [k for k, _ in got] == list(range(6))
     np.testing.assert_array_equal(got[3][1], letterbox_image(decoded[6], plan.box))
     # the plan file round-trips, transform included
-    from pipeline.io import write_table
-
-    write_table(frames.plan_table(plan, qc, "v.mp4"), tmp_path / "v.parquet")
-    back = frames.read_plan(tmp_path / "v.parquet")
+    write_plan(tmp_path / "v.parquet", plan, qc, "v.mp4")
+    back = read_plan(tmp_path / "v.parquet")
     assert back.box == plan.box
     np.testing.assert_array_equal(back.src_index, plan.src_index)
 
@@ -41,9 +41,9 @@ def test_plan_and_stream_are_the_letterboxed_source(clip_frames, tmp_path):
 def test_stream_of_a_shorter_video_raises(clip_frames, tmp_path):
     video = write_clip(tmp_path / "v.mp4", clip_frames["normal"][:6])
     plan, _ = frames.plan_video(video, 15, 256, 1)
-    longer = frames.Plan(plan.box, plan.src_fps, 10, plan.fps, np.arange(10))
-    with pytest.raises(frames.VideoError, match="ended early"):
-        list(frames.iter_frames(video, longer))
+    longer = Plan(plan.box, plan.src_fps, 10, plan.fps, np.arange(10))
+    with pytest.raises(VideoError, match="ended early"):
+        list(iter_frames(video, longer))
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -57,7 +57,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 @pytest.fixture
 def bad_raw(tmp_path, clip_frames, subject):
     """A raw folder with one good clip and every kind of bad input."""
-    from pipeline.demo import _background
+    from pipeline.stages.demo import _background
 
     raw = tmp_path / "raw"
     good = write_clip(raw / "videos" / "good.mp4", clip_frames["yawn"])
@@ -84,7 +84,7 @@ def bad_raw(tmp_path, clip_frames, subject):
 
 
 def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_goes_on(bad_raw, tmp_path):
-    from pipeline import features, landmarks
+    from pipeline.stages import features, landmarks
     from tests.conftest import tiny_params
 
     p = tiny_params(bad_raw)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.geometry import Letterbox, angles_from_matrix, letterbox_image, rotation_matrix
+from pipeline.vision.geometry import Letterbox, angles_from_matrix, letterbox_image, rotation_matrix
 
 
 @pytest.mark.parametrize(("w", "h", "canvas"), [(320, 240, 320), (1280, 720, 256), (480, 640, 320), (100, 100, 64)])

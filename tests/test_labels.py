@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from pipeline.labels import LabelsError, load_labels, video_id_for
+from pipeline.contracts.labels import LabelsError, load_labels, video_id_for
 
 CLASSES = ("normal", "phonecall", "text", "yawn")
 

@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.config import LandmarksParams
-from pipeline.frames import plan_video
-from pipeline.landmarks import detect_video, read_landmarks
+from pipeline.contracts.landmarks import read_landmarks
+from pipeline.core.config import LandmarksParams
+from pipeline.stages.frames import plan_video
+from pipeline.stages.landmarks import detect_video
 from tests.conftest import ROOT, write_clip
 
 
@@ -53,7 +54,7 @@ def test_killed_stage_leaves_no_trusted_half_output(clip_frames, tmp_path):
         f"data: {{raw_dir: {raw}}}\nframes: {{workers: 1}}\nlandmarks: {{workers: 1}}\nwindows: {{size: 10}}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pipeline.cli"]
+    cmd = [sys.executable, "-m", "pipeline.stages"]
     subprocess.run(
         [*cmd, "frames", "--params", str(params), "--out", str(tmp_path / "fr")],
         check=True,
@@ -82,7 +83,7 @@ def test_killed_stage_leaves_no_trusted_half_output(clip_frames, tmp_path):
 def test_fast_landmark_reader_matches_the_protobuf_fields():
     from mediapipe.framework.formats import landmark_pb2
 
-    from pipeline.landmarks import landmark_array
+    from pipeline.vision.mediapipe import landmark_array
 
     rng = np.random.default_rng(0)
     pts = rng.uniform(-1, 2, (478, 3)).astype(np.float32)

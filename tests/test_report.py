@@ -4,8 +4,8 @@ import json
 
 import yaml
 
-from pipeline import report as R
-from pipeline import train as T
+from pipeline.stages import report as R
+from pipeline.stages import train as T
 from tests.conftest import ROOT
 
 
@@ -13,18 +13,19 @@ def fake_metrics(test_f1, gap, alert_recall):
     per = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10} for c in ("a", "b")}
     split = lambda f: {"macro_f1": f, "accuracy": f, "per_class": per}  # noqa: E731
     op = {"alert": {"threshold": 0.8, "precision": 0.95, "recall": alert_recall}, "report": None,
-          "average_precision": 0.9}  # fmt: skip
+          "average_precision": 0.9}
     return {"train": split(test_f1 + gap + 0.01), "val": split(test_f1 + 0.01), "test": split(test_f1), "gap": gap,
-            "ece": 0.05, "latency_ms": 1.5, "parameters": 1234, "operating_points": {"a": op, "b": op}}  # fmt: skip
+            "ece": 0.05, "latency_ms": 1.5, "parameters": 1234, "operating_points": {"a": op, "b": op}}
 
 
 def test_recommendation():
-    m = {"majority": fake_metrics(0.2, 0.0, 0.0), "gru": fake_metrics(0.9, 0.08, 0.5),
-         "cnn": fake_metrics(0.85, 0.01, 0.9)}  # fmt: skip
+    m = {"majority": fake_metrics(0.2, 0.0, 0.0), "stats_lr": fake_metrics(0.5, 0.0, 0.1),
+         "gru": fake_metrics(0.9, 0.08, 0.5), "cnn_lstm": fake_metrics(0.85, 0.01, 0.9)}
     rec = R.recommend(m)
     assert rec["best test macro-F1"] == "gru"
-    assert rec["most stable (smallest train-val gap)"] == "cnn"  # majority has gap 0 but does not beat itself
-    assert rec["real-time alerts (best recall at the alert precision)"] == "cnn"
+    # baselines have gap 0 but only models beating every baseline (the registry says which) compete
+    assert rec["most stable (smallest train-val gap)"] == "cnn_lstm"
+    assert rec["real-time alerts (best recall at the alert precision)"] == "cnn_lstm"
 
 
 def test_summary_and_html_from_stage_outputs(tmp_path):
@@ -35,13 +36,13 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
     p = params(models=("majority", "stats_lr"))
     for name in ("majority", "stats_lr"):
         T.run(p, name, wdir, tmp_path / "models", reports / "models")
-        from pipeline import evaluate as E
+        from pipeline.stages import evaluate as E
 
         E.run(p, name, wdir, tmp_path / "models", reports / "models")
     (reports / "validation").mkdir(parents=True)
     (reports / "validation" / "results.json").write_text(json.dumps({
         "facts": {"videos": 3, "subjects": 12, "frames": 999, "face detected": "99.0% of frames"},
-        "results": [{"success": True, "severity": "critical"}]}))  # fmt: skip
+        "results": [{"success": True, "severity": "critical"}]}))
     q = tmp_path / "quarantine.json"
     q.write_text(json.dumps({"quarantined": [{"video": "v/bad.mp4", "stage": "frames", "reason": "empty file"}]}))
     summary = R.run(p, reports, wdir, q)
@@ -55,9 +56,11 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
 
 
 def test_pr_comment_builder():
-    text = R.build_comment("# Summary\n\n## Recommendation\n- x\n\n## The best model, `gru`\n![c](c.png)\n",
-                           "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")  # fmt: skip
-    assert "## Recommendation" in text and "The best model" not in text  # keeps the comment short
+    parts = {"title": ["# Summary"], "data": ["## Data", "- 3 videos"], "recommendation": ["## Recommendation", "- x"],
+             "best_model": ["## The best model, `gru`", "![c](c.png)"]}
+    text = R.build_comment(parts, "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")
+    assert text.startswith("# Summary\n\n## Recommendation\n- x")
+    assert "The best model" not in text and "## Data" not in text  # keeps the comment short
     assert "## Metrics changed against `origin/main`" in text and "| a | 1 |" in text
     assert "_No parameter changed._" in text
 

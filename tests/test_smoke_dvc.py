@@ -24,7 +24,7 @@ def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
 
     out = dvc("repro")
     for stage in ("demo", "frames", "landmarks", "features", "windows", "validate", "train@gru", "evaluate@gru",
-                  "report"):  # fmt: skip
+                  "report"):
         assert f"Running stage '{stage}'" in out
     df = pd.read_parquet(work / "data" / "features.parquet")
     assert set(df["label"]) == {"normal", "phonecall", "text", "yawn"}

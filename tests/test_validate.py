@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import validate as V
-from pipeline import windows as W
-from pipeline.config import parse_params
-from pipeline.features import REGISTRY
-from pipeline.io import write_table
+from pipeline.contracts import windows as WC
+from pipeline.contracts.features import REGISTRY
+from pipeline.core.config import parse_params
+from pipeline.core.errors import ValidationFailed
+from pipeline.core.files import write_table
+from pipeline.stages import validate as V
+from pipeline.stages import windows as W
 from tests.test_windows import CLASSES, fake_features
 
 FEATS = ("ear_left", "mar", "yaw", "face_present")
@@ -28,7 +30,7 @@ def clean(tmp_path):
     df["face_filled"] = np.int8(0)
     params = parse_params({"windows": {"size": 10, "stride": 5, "features": list(FEATS)}})
     w, meta = W.build(df, params.windows, CLASSES)
-    W.write(w, meta, tmp_path / "windows")
+    WC.write_windows(w, meta, tmp_path / "windows")
     return params, df, tmp_path / "windows"
 
 
@@ -38,9 +40,9 @@ def failures(params, df, wdir):
 
 
 def rewrite_split(wdir, split, edit):
-    x, _, index, _ = W.load_split(wdir, split)
+    x, _, index, _ = WC.load_split(wdir, split)
     x, index = edit(x, index)
-    write_table(W.windows_table(x, index.reset_index(drop=True)), wdir / f"{split}.parquet")
+    write_table(WC.windows_table(x, index.reset_index(drop=True)), wdir / f"{split}.parquet")
 
 
 def test_clean_data_passes_and_report_is_written(clean, tmp_path):
@@ -94,7 +96,7 @@ def test_label_outside_the_class_set(clean):
 
 def test_subject_in_two_splits(clean):
     params, df, wdir = clean
-    train_subject = W.load_split(wdir, "train")[2]["subject"].iloc[0]
+    train_subject = WC.load_split(wdir, "train")[2]["subject"].iloc[0]
 
     def leak(x, index):
         index = index.copy()
@@ -126,7 +128,7 @@ def test_critical_failure_stops_the_stage_with_names(clean, tmp_path):
     df.loc[3, "ear_left"] = 1.5
     df.to_parquet(tmp_path / "features.parquet")
     with pytest.raises(
-        V.ValidationFailed, match=r"expect_column_values_to_be_between on 'ear_left'.*video=v_s0_normal"
+        ValidationFailed, match=r"expect_column_values_to_be_between on 'ear_left'.*video=v_s0_normal"
     ):
         V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report")
     assert (tmp_path / "report" / "summary.md").read_text().startswith("# Data validation: FAILED")
@@ -137,7 +139,7 @@ def test_report_lists_quarantined_inputs(clean, tmp_path):
     df.to_parquet(tmp_path / "features.parquet")
     q = tmp_path / "quarantine.json"
     q.write_text(json.dumps({"quarantined": [{"video": "videos/bad.mp4", "video_id": "videos__bad",
-                 "stage": "frames", "reason": "empty file (0 bytes)"}], "ignored_files": ["notes.txt"]}))  # fmt: skip
+                 "stage": "frames", "reason": "empty file (0 bytes)"}], "ignored_files": ["notes.txt"]}))
     V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report", q)
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "- quarantined inputs: 1: videos/bad.mp4 (frames: empty file (0 bytes))" in text

@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import windows as W
-from pipeline.config import WindowsParams
+from pipeline.contracts import windows as WC
+from pipeline.core.config import WindowsParams
+from pipeline.core.errors import SplitError
+from pipeline.stages import windows as W
 
 CLASSES = ("normal", "phonecall", "text", "yawn")
 FEATS = ("ear_left", "mar", "yaw", "face_present")
@@ -22,7 +24,7 @@ def fake_features(n_subjects=6, frames=40, seed=0, classes=CLASSES) -> pd.DataFr
                 "video": f"v_s{s}_{c}", "subject": f"s{s}", "label": c, "frame": np.arange(n), "t": np.arange(n) / 15,
                 "ear_left": 0.3 - 0.02 * ci + rng.normal(0, 0.01, n), "mar": 0.1 + 0.2 * ci + rng.normal(0, 0.02, n),
                 "yaw": 5.0 * s + rng.normal(0, 2, n), "face_present": 1.0,
-            }))  # fmt: skip
+            }))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -67,7 +69,7 @@ def test_split_is_by_subject_deterministic_and_covers_classes():
     np.testing.assert_array_equal(w1.x, w2.x)
     per_subject = w1.index.groupby("subject")["split"].nunique()
     assert (per_subject == 1).all()  # no subject in two splits
-    for sp in W.SPLITS:
+    for sp in WC.SPLITS:
         assert set(w1.index.loc[w1.index["split"] == sp, "label"]) == set(CLASSES)
     assert sorted(s for v in m1["subjects"].values() for s in v) == [f"s{i}" for i in range(6)]
     seeds = {tuple(W.build(df, params(split_seed=s), CLASSES)[1]["subjects"]["test"]) for s in range(5)}
@@ -77,7 +79,7 @@ def test_split_is_by_subject_deterministic_and_covers_classes():
 def test_missing_class_in_a_split_is_a_clear_error():
     df = fake_features()
     df = df[~((df["label"] == "yawn") & (df["subject"] != "s0"))]  # only s0 ever yawns
-    with pytest.raises(W.SplitError, match=r"class 'yawn' has no windows in split '(train|val|test)'.*\['s0'\]"):
+    with pytest.raises(SplitError, match=r"class 'yawn' has no windows in split '(train|val|test)'.*\['s0'\]"):
         W.build(df, params(), CLASSES)
 
 
@@ -131,11 +133,11 @@ def test_generic_format_round_trip_of_a_hand_made_data_set(tmp_path):
             "split": [sp] * n, "start_frame": np.zeros(n, np.int32), "end_frame": np.full(n, t - 1, np.int32),
             "start_t": np.zeros(n), "end_t": np.full(n, (t - 1) / 10),
             "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
-        })  # fmt: skip
+        })
         pq.write_table(table, tmp_path / f"{sp}.parquet")
-    (tmp_path / "meta.json").write_text(json.dumps({"format": W.FORMAT, "features": feats, "classes": classes,
-                                                    "window": t}))  # fmt: skip
-    x, y, index, meta = W.load_split(tmp_path, "val")
+    (tmp_path / "meta.json").write_text(json.dumps({"format": WC.FORMAT, "features": feats, "classes": classes,
+                                                    "window": t}))
+    x, y, index, meta = WC.load_split(tmp_path, "val")
     assert x.shape == (6, 20, 7) and y.tolist() == [0, 1, 2, 0, 1, 2]
     assert meta["classes"] == classes and list(index.columns[:3]) == ["window_id", "video", "subject"]
 
@@ -143,10 +145,10 @@ def test_generic_format_round_trip_of_a_hand_made_data_set(tmp_path):
 def test_stage_writes_the_format(tmp_path):
     df = fake_features()
     w, meta = W.build(df, params(), CLASSES)
-    W.write(w, meta, tmp_path)
+    WC.write_windows(w, meta, tmp_path)
     total = 0
-    for sp in W.SPLITS:
-        x, y, index, _ = W.load_split(tmp_path, sp)
+    for sp in WC.SPLITS:
+        x, y, index, _ = WC.load_split(tmp_path, sp)
         assert x.shape[1:] == (10, len(FEATS)) and (index["split"] == sp).all()
         assert (index["end_frame"] - index["start_frame"] == 9).all()
         rows = w.index["window_id"].isin(index["window_id"]).to_numpy()

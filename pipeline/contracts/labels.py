@@ -12,12 +12,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
+
+from pipeline.core.errors import LabelsError
+
+__all__ = ["LabelsError", "Segment", "VideoEntry", "load_labels", "video_id_for"]
 REQUIRED = ("video", "subject", "label")
 OPTIONAL = ("start_s", "end_s")
-
-
-class LabelsError(ValueError):
-    """A labels.csv problem; the message names the file and row."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,6 @@ def _row_err(path: Path, row: int, msg: str) -> LabelsError:
 
 def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...]) -> list[VideoEntry]:
     """Read and validate the labels file; returns one entry per video, in file order."""
-    import pandas as pd
-
     raw = Path(raw_dir).resolve()
     path = raw / labels_file
     if not path.exists():

@@ -20,14 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Params
+from pipeline.contracts.features import ID_COLUMNS, REGISTRY, read_features
+from pipeline.contracts.quarantine import read_quarantine
+from pipeline.contracts.windows import SPLITS, load_split
+from pipeline.core.config import Params, load_params
+from pipeline.core.errors import ValidationFailed
+from pipeline.core.files import atomic_path, write_json
+from pipeline.core.runtime import FeaturesPath, ParamsOpt, QuarantinePath, WindowsDir, run_stage
 
 log = logging.getLogger(__name__)
 MAX_SHOWN = 10  # offending rows listed per failed expectation
-
-
-class ValidationFailed(RuntimeError):
-    """A critical expectation failed; the message lists which and where."""
 
 
 @dataclass
@@ -94,8 +96,6 @@ def window_tables(splits: dict[str, tuple[np.ndarray, pd.DataFrame]], meta: dict
 def feature_checks(params: Params) -> list[Check]:
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
-
-    from pipeline.features import ID_COLUMNS, REGISTRY
 
     classes = list(params.data.classes)
     checks = [
@@ -289,8 +289,6 @@ def summary_markdown(outcomes: list[Outcome], facts: dict) -> str:
 
 def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple[list[Outcome], dict]:
     """Run both suites; returns outcomes and headline facts (no files written)."""
-    from pipeline.windows import SPLITS, load_split
-
     splits, meta = {}, None
     for sp in SPLITS:
         x, _, index, meta = load_split(windows_dir, sp)
@@ -311,11 +309,7 @@ def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple
 
 def quarantine_facts(path: Path | None) -> dict[str, str]:
     """Headline of the quarantine list (data/quarantine.json), for the report."""
-    from pipeline.io import read_json
-
-    if path is None or not Path(path).exists():
-        return {}
-    q = read_json(path)
+    q = read_quarantine(path)
     items = [f"{v['video']} ({v['stage']}: {v['reason']})" for v in q.get("quarantined", [])]
     facts = {"quarantined inputs": f"{len(items)}" + (": " + "; ".join(items) if items else "")}
     if q.get("ignored_files"):
@@ -326,10 +320,8 @@ def quarantine_facts(path: Path | None) -> dict[str, str]:
 def run(
     params: Params, features_path: Path, windows_dir: Path, out_dir: Path, quarantine_path: Path | None = None
 ) -> dict:
-    """Stage entry: validate, write the report, raise :class:`ValidationFailed` on critical failures."""
-    from pipeline.io import atomic_path, write_json
-
-    outcomes, facts = validate(params, pd.read_parquet(features_path), windows_dir)
+    """Validate, write the report, raise :class:`ValidationFailed` on critical failures."""
+    outcomes, facts = validate(params, read_features(features_path), windows_dir)
     facts |= quarantine_facts(quarantine_path)
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(outcomes, facts))
@@ -344,3 +336,14 @@ def run(
             + "\n".join(f"  - {o.line()}" for o in crit)
         )
     return {"expectations": len(outcomes), "warnings": sum(not o.success for o in outcomes)}
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    features_path: FeaturesPath = Path("data/features.parquet"),
+    windows_dir: WindowsDir = Path("data/windows"),
+    out: Path = Path("reports/validation"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
+) -> None:
+    """Great Expectations suites on features and windows; fails on a broken contract."""
+    run_stage(lambda: run(load_params(params), features_path, windows_dir, out, quarantine))

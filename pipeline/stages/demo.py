@@ -16,13 +16,23 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
-from pipeline import geometry as g
-from pipeline.config import DemoParams, Params
+from pipeline.core.config import DemoParams, Params, load_params, resolve_workers
+from pipeline.core.errors import ConfigError
+from pipeline.core.files import atomic_path
+from pipeline.core.parallel import map_videos
+from pipeline.core.runtime import ParamsOpt, run_stage
+from pipeline.vision import geometry as g
+from pipeline.vision import mediapipe as mpa
+from pipeline.vision.video import write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +61,7 @@ def face_sources() -> list[tuple[str, np.ndarray]]:
 
 
 def _facemesh_static():
-    import mediapipe as mp
-
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
-    )
+    return mpa.face_mesh(static=True)
 
 
 def _detect(fm, img: np.ndarray) -> np.ndarray | None:
@@ -425,45 +431,33 @@ def render_clip(sub: Subject, label: str, seed: int, n: int, fps: float) -> list
     return frames
 
 
-def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
-    """Write RGB frames as MPEG-4 part 2 (the codec this OpenCV build can encode)."""
-    import cv2
-
-    from pipeline.io import atomic_path
-
-    h, w = frames[0].shape[:2]
-    with atomic_path(path, keep_suffix=True) as tmp:
-        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not vw.isOpened():
-            raise RuntimeError(f"OpenCV cannot open a mp4v writer for {path}")
-        for f in frames:
-            vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        vw.release()
-
-
 # --- the stage ------------------------------------------------------------------------------
 def build_subjects(p: DemoParams) -> list[Subject]:
     """The first ``p.subjects`` usable faces, each with its own seeded appearance."""
-    fm = _facemesh_static()
     subjects: list[Subject] = []
-    try:
-        for k, (name, photo) in enumerate(face_sources()):
-            sub = make_subject(name, photo, np.random.default_rng([p.seed, k]), p.width, p.height, fm)
-            if sub is None:
-                log.info("demo: face source %s rejected (no face found or mouth open at rest)", name)
-                continue
-            subjects.append(sub)
-            if len(subjects) == p.subjects:
-                return subjects
-    finally:
-        fm.close()
-    raise RuntimeError(f"only {len(subjects)} usable faces for demo.subjects={p.subjects}; lower it")
+    rejected = []
+    with mpa.quiet_native_stderr():
+        fm = _facemesh_static()
+        try:
+            for k, (name, photo) in enumerate(face_sources()):
+                sub = make_subject(name, photo, np.random.default_rng([p.seed, k]), p.width, p.height, fm)
+                if sub is None:
+                    rejected.append(name)
+                    continue
+                subjects.append(sub)
+                if len(subjects) == p.subjects:
+                    break
+        finally:
+            fm.close()
+    if rejected:
+        log.info("demo: %d face photos rejected (no face found, or mouth open at rest)", len(rejected))
+    if len(subjects) < p.subjects:
+        raise ConfigError(f"params key 'demo.subjects' is {p.subjects}, but only {len(subjects)} usable faces exist")
+    return subjects
 
 
 def _clip_job(args: tuple) -> tuple[str, bytes]:
     sub, label, seed, n, fps, rel = args
-    import tempfile
-
     frames = render_clip(sub, label, seed, n, fps)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "clip.mp4"
@@ -478,12 +472,6 @@ def clip_seed(seed: int, subject: int, label: int, clip: int) -> int:
 
 def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, str]]:
     """Write ``out_dir/videos/*.mp4`` and ``out_dir/labels.csv``; returns the label rows."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    from pipeline.io import atomic_path
-
     subjects = build_subjects(p)
     n = round(p.seconds * p.fps)
     jobs, rows = [], []
@@ -495,20 +483,11 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
                 jobs.append((sub, label, clip_seed(p.seed, si, ci, k), n, p.fps, rel))
                 rows.append({"video": rel, "subject": sid, "label": label})
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(jobs), desc="demo clips", unit="clip", disable=None)
-    if workers > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            for rel, data in ex.map(_clip_job, jobs):
-                _write_bytes(out_dir / rel, data)
-                bar.update()
-    else:
-        for job in jobs:
-            rel, data = _clip_job(job)
-            _write_bytes(out_dir / rel, data)
-            bar.update()
-    bar.close()
+    log.info(
+        "demo: %d subjects x %d classes x %d clips of %g s", len(subjects), len(CLASSES), p.clips_per_class, p.seconds
+    )
+    for rel, data in map_videos(_clip_job, jobs, workers, "demo clips"):
+        _write_bytes(out_dir / rel, data)
     buf = io.StringIO()
     wr = csv.DictWriter(buf, ["video", "subject", "label"], lineterminator="\n")
     wr.writeheader()
@@ -519,19 +498,21 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from pipeline.io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def run(params: Params, out_dir: Path) -> dict:
-    """Stage entry: regenerate the demo raw folder from scratch."""
-    import shutil
-
-    from pipeline.config import resolve_workers
-
+    """Regenerate the demo raw folder from scratch."""
     if (out_dir / "videos").exists():
         shutil.rmtree(out_dir / "videos")
     rows = generate(params.demo, out_dir, resolve_workers(params.frames.workers))
     return {"clips": len(rows), "subjects": len({r["subject"] for r in rows})}
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="folder to write: videos/ + labels.csv")] = Path("data/demo"),
+) -> None:
+    """Generate the synthetic demo videos and labels.csv."""
+    run_stage(lambda: run(load_params(params), out))

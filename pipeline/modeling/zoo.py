@@ -1,50 +1,16 @@
-"""The model zoo: a registry of sequence classifiers with one constructor shape.
+"""The neural zoo: sequence classifiers with one constructor shape.
 
-Every architecture is built as ``create_model(name, n_features, n_classes, window,
-**hparams)`` and maps ``x`` of shape (B, T, F) to logits (B, C). Attention models
-also give their weights over time: ``model(x, return_attention=True) -> (logits,
-weights (B, T))``. Saved as a state dict + a JSON config; loaded with
-``weights_only=True`` (no pickled code is ever executed).
+Every architecture is ``builder(n_features, n_classes, window, **hparams)`` and maps ``x`` of
+shape (B, T, F) to logits (B, C). Attention models also give their weights over time:
+``model(x, return_attention=True) -> (logits, weights (B, T))``. The hyper-parameters each
+builder takes are its keyword arguments: params ``hparams.<model>`` is checked against them
+at start-up (pipeline/modeling/registry.py names the builders; this module imports torch).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-ATTENTION_MODELS = {"lstm_attn", "bilstm_attn", "stacked_bilstm_attn"}
-
-
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make an architecture available as ``name``."""
-
-    def deco(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model '{name}' registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, n_features: int, n_classes: int, window: int, **hparams: Any) -> nn.Module:
-    """Build a registered architecture; unknown names and hyper-parameters fail with the name."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model '{name}'; registered: {list_models()}")
-    try:
-        return _REGISTRY[name](n_features, n_classes, window, **hparams)
-    except TypeError as exc:
-        raise TypeError(f"model '{name}': {exc}") from exc
 
 
 # --- building blocks -------------------------------------------------------------------------
@@ -82,8 +48,14 @@ class _Recurrent(nn.Module):
         super().__init__()
         rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         self.cell, self.readout, self.bidirectional = cell, readout, bidirectional
-        self.rnn = rnn_cls(n_features, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.rnn = rnn_cls(
+            n_features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_classes)
 
@@ -120,8 +92,14 @@ class _AttentionRecurrent(nn.Module):
             else None
         )
         d_in = hidden if pre_layers else n_features
-        self.rnn = nn.LSTM(d_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.rnn = nn.LSTM(
+            d_in,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         d = hidden * (2 if bidirectional else 1)
         self.dense = nn.Sequential(nn.Linear(d, dense), nn.Tanh()) if dense else None
         d = dense or d
@@ -141,62 +119,79 @@ class _AttentionRecurrent(nn.Module):
 
 
 # --- the zoo ---------------------------------------------------------------------------------
-@register("rnn")
-def rnn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="rnn", **hp)
+def rnn(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="rnn", hidden=hidden, dropout=dropout)
 
 
-@register("gru")
-def gru(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="gru", **hp)
+def gru(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="gru", hidden=hidden, dropout=dropout)
 
 
-@register("lstm")
-def lstm(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", **hp)
+def lstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", hidden=hidden, dropout=dropout)
 
 
-@register("lstm_state")
-def lstm_state(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
+def lstm_state(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
     """Classifies from the final CELL state instead of the hidden state."""
-    return _Recurrent(n_features, n_classes, window, cell="lstm", readout="cell", **hp)
+    return _Recurrent(n_features, n_classes, window, cell="lstm", readout="cell", hidden=hidden, dropout=dropout)
 
 
-@register("stacked_lstm")
-def stacked_lstm(n_features: int, n_classes: int, window: int, layers: int = 2, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", layers=layers, **hp)
+def stacked_lstm(
+    n_features: int, n_classes: int, window: int, hidden: int = 64, layers: int = 2, dropout: float = 0.2
+) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", hidden=hidden, layers=layers, dropout=dropout)
 
 
-@register("bilstm")
-def bilstm(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, **hp)
+def bilstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, dropout=dropout)
 
 
-@register("stacked_bilstm")
-def stacked_bilstm(n_features: int, n_classes: int, window: int, layers: int = 2, **hp: Any) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, layers=layers, **hp)
+def stacked_bilstm(
+    n_features: int, n_classes: int, window: int, hidden: int = 64, layers: int = 2, dropout: float = 0.2
+) -> nn.Module:
+    return _Recurrent(
+        n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, layers=layers, dropout=dropout
+    )
 
 
-@register("lstm_attn")
-def lstm_attn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _AttentionRecurrent(n_features, n_classes, window, **hp)
+def lstm_attn(
+    n_features: int, n_classes: int, window: int, hidden: int = 64, attn_dim: int = 64, dropout: float = 0.2
+) -> nn.Module:
+    return _AttentionRecurrent(n_features, n_classes, window, hidden=hidden, attn_dim=attn_dim, dropout=dropout)
 
 
-@register("bilstm_attn")
-def bilstm_attn(n_features: int, n_classes: int, window: int, **hp: Any) -> nn.Module:
-    return _AttentionRecurrent(n_features, n_classes, window, bidirectional=True, **hp)
+def bilstm_attn(
+    n_features: int, n_classes: int, window: int, hidden: int = 64, attn_dim: int = 64, dropout: float = 0.2
+) -> nn.Module:
+    return _AttentionRecurrent(
+        n_features, n_classes, window, bidirectional=True, hidden=hidden, attn_dim=attn_dim, dropout=dropout
+    )
 
 
-@register("stacked_bilstm_attn")
 def stacked_bilstm_attn(
-    n_features: int, n_classes: int, window: int, pre_layers: int = 2, dense: int = 64, **hp: Any
+    n_features: int,
+    n_classes: int,
+    window: int,
+    hidden: int = 64,
+    pre_layers: int = 2,
+    dense: int = 64,
+    attn_dim: int = 64,
+    dropout: float = 0.2,
 ) -> nn.Module:
     """2 LSTM layers -> Bi-LSTM -> time-distributed dense -> additive attention."""
-    return _AttentionRecurrent(n_features, n_classes, window, bidirectional=True, pre_layers=pre_layers, dense=dense,
-                               **hp)  # fmt: skip
+    return _AttentionRecurrent(
+        n_features,
+        n_classes,
+        window,
+        bidirectional=True,
+        hidden=hidden,
+        pre_layers=pre_layers,
+        dense=dense,
+        attn_dim=attn_dim,
+        dropout=dropout,
+    )
 
 
-@register("transformer")
 class SmallTransformer(nn.Module):
     """Linear embedding + learned positional embedding + self-attention encoder blocks, mean-pooled."""
 
@@ -227,7 +222,6 @@ class SmallTransformer(nn.Module):
         return self.head(self.norm(h.mean(dim=1)))
 
 
-@register("cnn_lstm")
 class CNNLSTM(nn.Module):
     """Temporal convolutions (local motion patterns) feeding an LSTM."""
 
@@ -243,10 +237,12 @@ class CNNLSTM(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(n_features, channels, kernel, padding=kernel // 2), nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel, padding=kernel // 2), nn.ReLU(),
+            nn.Conv1d(n_features, channels, kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, padding=kernel // 2),
+            nn.ReLU(),
             nn.MaxPool1d(2),
-        )  # fmt: skip
+        )
         self.rnn = nn.LSTM(channels, hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, n_classes)
@@ -258,30 +254,29 @@ class CNNLSTM(nn.Module):
         return self.head(self.drop(hn[-1]))
 
 
-# --- persistence -------------------------------------------------------------------------------
-def save(model: nn.Module, config: dict[str, Any], out_dir: Path) -> None:
-    """``model.pt`` (state dict only) + ``config.json`` (name, shapes, hparams), atomically."""
-    from pipeline.io import atomic_path, write_json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    import io
-
-    buf = io.BytesIO()  # torch.save names the zip's root after the file: a buffer keeps the bytes stable
-    torch.save(model.state_dict(), buf)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        tmp.write_bytes(buf.getvalue())
-    write_json(out_dir / "config.json", config)
+def transformer(
+    n_features: int,
+    n_classes: int,
+    window: int,
+    d_model: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    ff: int = 128,
+    dropout: float = 0.1,
+) -> nn.Module:
+    return SmallTransformer(n_features, n_classes, window, d_model, heads, layers, ff, dropout)
 
 
-def load(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild from config.json and load the weights with ``weights_only=True``."""
-    config = json.loads((model_dir / "config.json").read_text())
-    model = create_model(config["model"], config["n_features"], config["n_classes"], config["window"],
-                         **config.get("hparams", {}))  # fmt: skip
-    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.eval()
-    return model, config
+def cnn_lstm(
+    n_features: int,
+    n_classes: int,
+    window: int,
+    channels: int = 64,
+    kernel: int = 5,
+    hidden: int = 64,
+    dropout: float = 0.2,
+) -> nn.Module:
+    return CNNLSTM(n_features, n_classes, window, channels, kernel, hidden, dropout)
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -12,62 +12,35 @@ measured 1.7-4x the cost of decode + letterbox and would duplicate the data set.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Params
-from pipeline.geometry import Letterbox, letterbox_image
+from pipeline.contracts.frames import Plan, write_plan
+from pipeline.contracts.labels import load_labels
+from pipeline.core.config import Params, load_params, resolve_workers
+from pipeline.core.files import write_json
+from pipeline.core.parallel import dask_address, map_videos
+from pipeline.core.runtime import ParamsOpt, run_stage
+from pipeline.vision.geometry import Letterbox, letterbox_image
+from pipeline.vision.video import VideoError, decode, probe
 
 log = logging.getLogger(__name__)
 
 
-class VideoError(Exception):
-    """A video that cannot be used; the message is the quarantine reason."""
-
-
 @dataclass(frozen=True)
-class Plan:
-    """How one source video becomes fixed-fps letterboxed frames."""
+class Job:
+    """One video for a worker."""
 
-    box: Letterbox
-    src_fps: float
-    src_frames: int  # frames actually decoded
+    video_id: str
+    rel: str  # path as written in labels.csv
+    path: Path
+    out_dir: Path
     fps: float
-    src_index: np.ndarray  # (n,) source frame index for each output frame
-
-    @property
-    def n(self) -> int:
-        return len(self.src_index)
-
-
-def probe(path: Path) -> tuple[int, int, float, int]:
-    """(width, height, fps, reported frame count) or :class:`VideoError`."""
-    import cv2
-
-    if not path.exists():
-        raise VideoError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoError("empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise VideoError("not a readable video: OpenCV could not open it (corrupt, truncated or not a video)")
-        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    if w <= 0 or h <= 0:
-        raise VideoError("not a readable video: no frame size (no video stream?)")
-    if not (0 < fps < 1000):
-        raise VideoError(f"no usable frame rate in the file (reported {fps}); re-mux it with a fixed fps")
-    return w, h, fps, count
+    canvas: int
+    min_frames: int
 
 
 def resample_index(src_frames: int, src_fps: float, fps: float) -> np.ndarray:
@@ -76,43 +49,6 @@ def resample_index(src_frames: int, src_fps: float, fps: float) -> np.ndarray:
     n = int(np.floor(duration * fps + 1e-9))
     idx = np.floor(np.arange(n) * src_fps / fps + 1e-6).astype(np.int64)
     return np.minimum(idx, src_frames - 1)
-
-
-def _decode(path: Path) -> Iterator[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            yield frame
-    finally:
-        cap.release()
-
-
-def iter_frames(path: Path, plan: Plan, rgb: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """Stream ``(output index, letterboxed frame)``; one source frame in memory at a time.
-
-    The yielded array is reused between iterations: copy it if you keep it.
-    """
-    import cv2
-
-    canvas = np.zeros((plan.box.canvas_h, plan.box.canvas_w, 3), np.uint8)
-    k = 0
-    for i, frame in enumerate(_decode(path)):
-        if k >= plan.n:
-            return
-        if plan.src_index[k] != i:
-            continue
-        letterbox_image(frame, plan.box, out=canvas)
-        out = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if rgb else canvas
-        while k < plan.n and plan.src_index[k] == i:
-            yield k, out
-            k += 1
-    if k < plan.n:
-        raise VideoError(f"video ended early: decoded {k} of {plan.n} planned frames")
 
 
 def plan_video(path: Path, fps: float, canvas: int, min_frames: int) -> tuple[Plan, dict[str, np.ndarray]]:
@@ -129,7 +65,7 @@ def plan_video(path: Path, fps: float, canvas: int, min_frames: int) -> tuple[Pl
     canvas_img = np.zeros((box.canvas_h, box.canvas_w, 3), np.uint8)
     means: list[float] = []
     stds: list[float] = []
-    for frame in _decode(path):
+    for frame in decode(path):
         if frame.shape[:2] != (h, w):
             raise VideoError(f"frame size changes mid-video ({frame.shape[1]}x{frame.shape[0]} vs {w}x{h})")
         letterbox_image(frame, box, out=canvas_img)
@@ -151,51 +87,11 @@ def plan_video(path: Path, fps: float, canvas: int, min_frames: int) -> tuple[Pl
     return Plan(box, src_fps, decoded, fps, idx), qc
 
 
-def plan_table(plan: Plan, qc: dict[str, np.ndarray], rel: str):
-    """The per-video Parquet table (pyarrow) with the transform in its metadata."""
-    import pyarrow as pa
-
-    table = pa.table(
-        {
-            "frame": pa.array(np.arange(plan.n, dtype=np.int32)),
-            "t": pa.array(np.arange(plan.n) / plan.fps),
-            "src_frame": pa.array(plan.src_index.astype(np.int32)),
-            "luma_mean": pa.array(qc["luma_mean"]),
-            "luma_std": pa.array(qc["luma_std"]),
-        }
-    )
-    meta = {
-        "letterbox": plan.box.as_dict(),
-        "src_fps": plan.src_fps,
-        "src_frames": plan.src_frames,
-        "fps": plan.fps,
-        "video": rel,
-    }
-    return table.replace_schema_metadata({b"frames": json.dumps(meta, sort_keys=True).encode()})
-
-
-def read_plan(path: Path) -> Plan:
-    """Load a plan written by this stage."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["src_frame"])
-    meta = json.loads(table.schema.metadata[b"frames"])
-    return Plan(
-        Letterbox(**meta["letterbox"]),
-        meta["src_fps"],
-        meta["src_frames"],
-        meta["fps"],
-        table.column("src_frame").to_numpy().astype(np.int64),
-    )
-
-
-def process_video(job: tuple[str, str, Path, Path, float, int, int]) -> dict:
+def process_video(job: Job) -> dict:
     """Worker: plan one video and write its Parquet; returns its manifest entry."""
-    from pipeline.io import write_table
-
-    vid, rel, path, out_dir, fps, canvas, min_frames = job
+    vid, rel = job.video_id, job.rel
     try:
-        plan, qc = plan_video(path, fps, canvas, min_frames)
+        plan, qc = plan_video(job.path, job.fps, job.canvas, job.min_frames)
     except VideoError as exc:
         return {"video_id": vid, "video": rel, "status": "quarantined", "stage": "frames", "reason": str(exc)}
     except Exception as exc:  # an unexpected decoder failure must not kill the whole run
@@ -206,7 +102,7 @@ def process_video(job: tuple[str, str, Path, Path, float, int, int]) -> dict:
             "stage": "frames",
             "reason": f"unexpected error: {type(exc).__name__}: {exc}",
         }
-    write_table(plan_table(plan, qc, rel), out_dir / f"{vid}.parquet")
+    write_plan(job.out_dir / f"{vid}.parquet", plan, qc, rel)
     return {
         "video_id": vid,
         "video": rel,
@@ -215,9 +111,6 @@ def process_video(job: tuple[str, str, Path, Path, float, int, int]) -> dict:
         "src_size": [plan.box.src_w, plan.box.src_h],
         "src_fps": round(plan.src_fps, 4),
     }
-
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 
 
 def unlabelled_files(raw_dir: Path, labelled: set[Path], labels_file: str) -> list[str]:
@@ -230,18 +123,18 @@ def unlabelled_files(raw_dir: Path, labelled: set[Path], labels_file: str) -> li
 
 
 def run(params: Params, out_dir: Path) -> dict:
-    """Stage entry: every labelled video -> a plan file, or a quarantine entry."""
-    from pipeline.config import resolve_workers
-    from pipeline.io import write_json
-    from pipeline.labels import load_labels
-    from pipeline.parallel import dask_address, map_videos
-
+    """Every labelled video -> a plan file, or a quarantine entry."""
     entries = load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (e.video_id, e.rel, e.path, out_dir, params.frames.fps, params.frames.canvas, params.windows.size)
-        for e in entries
-    ]
+    f = params.frames
+    jobs = [Job(e.video_id, e.rel, e.path, out_dir, f.fps, f.canvas, params.windows.size) for e in entries]
+    log.info(
+        "frames: %d labelled videos from %s, resampled to %g fps on a %d px canvas",
+        len(jobs),
+        params.data.raw_dir,
+        f.fps,
+        f.canvas,
+    )
     videos = {}
     address = dask_address(params.parallel.dask_address)
     for res in map_videos(process_video, jobs, resolve_workers(params.frames.workers), "frames", address):
@@ -258,3 +151,8 @@ def run(params: Params, out_dir: Path) -> dict:
     )
     ok = sum(v["status"] == "ok" for v in videos.values())
     return {"videos": len(videos), "ok": ok, "quarantined": len(videos) - ok, "ignored_files": len(ignored)}
+
+
+def main(params: ParamsOpt = Path("params.yaml"), out: Path = Path("data/frames")) -> None:
+    """Validate labels.csv, then plan fixed-fps letterboxed frames for every video."""
+    run_stage(lambda: run(load_params(params), out))

@@ -15,34 +15,22 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Params, WindowsParams
+from pipeline.contracts.features import read_features
+from pipeline.contracts.windows import FORMAT, SPLITS, Windows, write_windows
+from pipeline.core.config import Params, WindowsParams, load_params
+from pipeline.core.errors import ConfigError, DataError, SplitError
+from pipeline.core.runtime import FeaturesPath, ParamsOpt, run_stage
 
 log = logging.getLogger(__name__)
 
-FORMAT = "driver-windows/1"
-SPLITS = ("train", "val", "test")
-INDEX_COLUMNS = ("window_id", "video", "subject", "label", "split", "start_frame", "end_frame", "start_t", "end_t")
 # Presence flags stay 0/1 under a subject baseline; everything else is a measurement.
 FLAG_FEATURES = {"face_present", "hand_present"}
 BASELINE_SAMPLE = 2048  # frames per subject for the baseline median
-
-
-class SplitError(ValueError):
-    """The subject split cannot give every class to every split; says what to change."""
-
-
-@dataclass
-class Windows:
-    """Windows in memory: values (N, T, F) and one index row per window."""
-
-    x: np.ndarray
-    index: pd.DataFrame
 
 
 def window_starts(
@@ -125,8 +113,10 @@ def split_subjects(
     n_test = max(1, round(test * n))
     n_val = max(1, round(val * n))
     if n_test + n_val >= n:
-        raise SplitError(f"{n} subjects cannot give {n_val} val + {n_test} test and keep any for training; "
-                         "lower windows.val_fraction / windows.test_fraction")  # fmt: skip
+        raise SplitError(
+            f"{n} subjects cannot give {n_val} val + {n_test} test and keep any for training; "
+            "lower windows.val_fraction / windows.test_fraction"
+        )
     rng = np.random.default_rng(seed)
     missing: list[tuple[str, str]] = []
     for _ in range(200):
@@ -177,7 +167,10 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
 
     missing = [f for f in p.features if f not in features.columns]
     if missing:
-        raise ValueError(f"params windows.features names {missing}, not columns of the features table")
+        raise ConfigError(
+            f"params key 'windows.features' names {missing}, not columns of the features table; "
+            f"known: {[c for c in features.columns if features[c].dtype.kind == 'f']}"
+        )
     feats = list(p.features)
     vcode, videos = _codes(features["video"])
     frame_all = features["frame"].to_numpy()
@@ -197,18 +190,26 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
     bounds = np.searchsorted(vcode, np.arange(len(videos) + 1))
     s, labels, totals = window_starts(codes_all, face_all, bounds, p.size, p.stride, p.min_face_fraction, p.drop_mixed)
     if not len(s):
-        raise ValueError(f"no window survived (counts: {totals}); lower windows.size or windows.min_face_fraction")
+        raise DataError(
+            f"no window survived (candidates {totals['candidates']}: {totals['dropped_mixed']} mixed labels, "
+            f"{totals['dropped_low_face']} low face presence, {totals['dropped_unlabelled']} unlabelled); "
+            "lower windows.size or windows.min_face_fraction, or set windows.drop_mixed to false"
+        )
     x = np.ascontiguousarray(sliding_window_view(x_all, p.size, axis=0)[s].transpose(0, 2, 1))  # (k, size, F)
     e = s + p.size - 1
     t_all = features["t"].to_numpy()
-    index = pd.DataFrame({
-        "window_id": _window_ids(np.asarray(videos, dtype=object), vcode[s], frame_all[s]),
-        "video": pd.Categorical.from_codes(vcode[s], videos),
-        "subject": pd.Categorical.from_codes(scode[s], subjects),
-        "label": pd.Categorical.from_codes(labels, list(classes)),
-        "start_frame": frame_all[s].astype(np.int32), "end_frame": frame_all[e].astype(np.int32),
-        "start_t": t_all[s], "end_t": t_all[e],
-    })  # fmt: skip
+    index = pd.DataFrame(
+        {
+            "window_id": _window_ids(np.asarray(videos, dtype=object), vcode[s], frame_all[s]),
+            "video": pd.Categorical.from_codes(vcode[s], videos),
+            "subject": pd.Categorical.from_codes(scode[s], subjects),
+            "label": pd.Categorical.from_codes(labels, list(classes)),
+            "start_frame": frame_all[s].astype(np.int32),
+            "end_frame": frame_all[e].astype(np.int32),
+            "start_t": t_all[s],
+            "end_t": t_all[e],
+        }
+    )
     totals["kept"] = len(index)
     return Windows(x, index), totals
 
@@ -250,62 +251,26 @@ def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) ->
     return w, meta
 
 
-def windows_table(x: np.ndarray, index: pd.DataFrame):
-    """One split as a pyarrow Table in the windows format."""
-    import pyarrow as pa
-
-    _, t, f = x.shape
-    cols = {c: pa.array(index[c].to_numpy()) for c in INDEX_COLUMNS}
-    cols["x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), t * f)
-    return pa.table(cols)
-
-
-def write(w: Windows, meta: dict, out_dir: Path) -> None:
-    """Write the three splits and meta.json (meta last: a reader never sees a half set)."""
-    import json
-
-    from pipeline.io import write_json, write_table
-
-    order = w.index.sort_values(["split", "video", "start_frame"], kind="stable").index.to_numpy()
-    for sp in SPLITS:
-        rows = order[(w.index["split"].to_numpy()[order] == sp)]
-        table = windows_table(w.x[rows], w.index.iloc[rows].reset_index(drop=True))
-        small = {k: meta[k] for k in ("format", "features", "classes", "window")}
-        table = table.replace_schema_metadata({b"windows": json.dumps(small).encode()})
-        write_table(table, out_dir / f"{sp}.parquet")
-    write_json(out_dir / "meta.json", meta)
-
-
-def load_split(out_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
-    """Read one split: x (N, T, F) float32, y (N,) class indices, the index rows, and meta.
-
-    Everything (features, classes, window length) comes from the data itself.
-    """
-    import pyarrow.parquet as pq
-
-    from pipeline.io import read_json
-
-    meta = read_json(Path(out_dir) / "meta.json")
-    table = pq.read_table(Path(out_dir) / f"{split}.parquet")
-    t, f = int(meta["window"]), len(meta["features"])
-    col = table.column("x").combine_chunks()
-    x = col.values.to_numpy(zero_copy_only=False).reshape(len(col), t, f)
-    index = table.drop(["x"]).to_pandas()
-    unknown = sorted(set(index["label"]) - set(meta["classes"]))
-    if unknown:
-        raise ValueError(f"{out_dir}/{split}.parquet has labels {unknown} not in meta.json classes")
-    y = index["label"].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy(np.int64)
-    return x, y, index, meta
-
-
 def run(params: Params, features_path: Path, out_dir: Path) -> dict:
-    """Stage entry: features.parquet -> windows/{train,val,test}.parquet + meta.json."""
-    feats = pd.read_parquet(features_path)
-    w, meta = build(feats, params.windows, params.data.classes)
-    write(w, meta, out_dir)
+    """features.parquet -> windows/{train,val,test}.parquet + meta.json."""
+    w, meta = build(read_features(features_path), params.windows, params.data.classes)
+    write_windows(w, meta, out_dir)
     c = meta["counts"]
     log.info(
         "windows: kept %d of %d (dropped: %d mixed labels, %d low face presence, %d unlabelled)",
-        c["kept"], c["candidates"], c["dropped_mixed"], c["dropped_low_face"], c["dropped_unlabelled"],
-    )  # fmt: skip
+        c["kept"],
+        c["candidates"],
+        c["dropped_mixed"],
+        c["dropped_low_face"],
+        c["dropped_unlabelled"],
+    )
     return {"kept": c["kept"], **{sp: int((w.index["split"] == sp).sum()) for sp in SPLITS}}
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    features_path: FeaturesPath = Path("data/features.parquet"),
+    out: Path = Path("data/windows"),
+) -> None:
+    """Fixed-length windows, split by subject, normalised on train."""
+    run_stage(lambda: run(load_params(params), features_path, out))

@@ -12,61 +12,25 @@ frames between two detected frames is linearly interpolated and flagged in
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-from pipeline import geometry as g
-from pipeline.config import Params
+from pipeline.contracts.features import REGISTRY, write_features
+from pipeline.contracts.labels import load_labels
+from pipeline.contracts.landmarks import iter_landmarks
+from pipeline.contracts.quarantine import write_quarantine
+from pipeline.core.config import Params, load_params
+from pipeline.core.errors import DataError
+from pipeline.core.files import read_json
+from pipeline.core.runtime import FramesDir, LandmarksDir, ParamsOpt, QuarantinePath, run_stage
+from pipeline.vision import geometry as g
 
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    unit: str
-    lo: float  # expected range, checked by the validate stage
-    hi: float
-    description: str
-    face_derived: bool = True  # gaps in face detection are filled / flagged for these
-
-
-REGISTRY: dict[str, Feature] = {
-    f.name: f
-    for f in [
-        Feature("ear_left", "ratio", 0.0, 0.8, "eye aspect ratio, subject's left eye (6-point, 3D)"),
-        Feature("ear_right", "ratio", 0.0, 0.8, "eye aspect ratio, subject's right eye (6-point, 3D)"),
-        Feature("mar", "ratio", 0.0, 2.0, "mouth aspect ratio: inner-lip opening over mouth width"),
-        Feature("yaw", "deg", -90.0, 90.0, "head yaw, > 0 when the nose turns to image right"),
-        Feature("pitch", "deg", -90.0, 90.0, "head pitch, > 0 when the nose tilts up"),
-        Feature("roll", "deg", -180.0, 180.0, "head roll, > 0 when the head tilts clockwise in the image"),
-        Feature(
-            "gaze_x", "eye widths", -1.0, 1.0, "iris offset from the eye centre along the eye axis (> 0 image right)"
-        ),
-        Feature("gaze_y", "eye widths", -1.0, 1.0, "iris offset across the eye axis (> 0 image down)"),
-        Feature("face_present", "flag", 0.0, 1.0, "1 when FaceMesh found a face in this frame", False),
-        Feature("hand_present", "flag", 0.0, 1.0, "1 when MediaPipe Hands found at least one hand", False),
-        Feature(
-            "hand_face_dist",
-            "face widths",
-            0.0,
-            50.0,
-            "nearest hand point to the nose tip, over the outer-eye-corner distance; NaN without a hand",
-            False,
-        ),
-        Feature(
-            "hand_ear_dist",
-            "face widths",
-            0.0,
-            50.0,
-            "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand",
-            False,
-        ),
-    ]
-}
-ID_COLUMNS = ("video", "subject", "label", "frame", "t")
+log = logging.getLogger(__name__)
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,20 +162,8 @@ def video_features(batches: Iterable[dict[str, np.ndarray]], max_gap: int) -> pd
     return df
 
 
-def registry_json() -> str:
-    import json
-
-    return json.dumps([asdict(f) for f in REGISTRY.values()], sort_keys=True)
-
-
 def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, quarantine_path: Path) -> dict:
-    """Stage entry: every landmark file -> ``features.parquet``; merges the quarantine lists."""
-    from tqdm import tqdm
-
-    from pipeline.io import read_json, write_json, write_parquet
-    from pipeline.labels import load_labels
-    from pipeline.landmarks import iter_landmarks
-
+    """Every landmark file -> ``features.parquet``; merges the quarantine lists."""
     entries = {e.video_id: e for e in load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)}
     frames_manifest = read_json(Path(frames_dir) / "manifest.json")
     lm_manifest = read_json(Path(landmarks_dir) / "manifest.json")
@@ -226,29 +178,35 @@ def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, q
         df.insert(0, "video", vid)
         parts.append(df)
     if not parts:
-        raise RuntimeError(
-            "no video survived frames and landmarks; see the quarantine list in "
-            f"{frames_dir}/manifest.json and {landmarks_dir}/manifest.json"
+        raise DataError(
+            f"no video survived frames and landmarks ({len(lm_manifest['videos'])} reached landmarks); "
+            f"the reasons are in {frames_dir}/manifest.json and {landmarks_dir}/manifest.json. "
+            "Check data.raw_dir and labels.csv, or lower landmarks.min_face_fraction"
         )
     table = pd.concat(parts, ignore_index=True)
     # ids as categoricals: dictionary-encoded in Parquet (small) and free to group by downstream
     table["video"] = pd.Categorical(table["video"], categories=sorted(table["video"].unique()))
     table["subject"] = pd.Categorical(table["subject"], categories=sorted(table["subject"].unique()))
     table["label"] = pd.Categorical(table["label"], categories=list(params.data.classes))
-    write_parquet(table, out_path, metadata={"features": registry_json()})
+    write_features(table, out_path)
     quarantined = [
         v for m in (frames_manifest, lm_manifest) for v in m["videos"].values() if v["status"] == "quarantined"
     ]
-    write_json(
-        quarantine_path,
-        {
-            "quarantined": sorted(quarantined, key=lambda v: v["video_id"]),
-            "ignored_files": frames_manifest.get("ignored_files", []),
-        },
-    )
+    write_quarantine(quarantine_path, quarantined, frames_manifest.get("ignored_files", []))
     return {
         "videos": len(parts),
         "frames": len(table),
         "quarantined": len(quarantined),
         "face_rate": float(table["face_present"].mean()),
     }
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    landmarks_dir: LandmarksDir = Path("data/landmarks"),
+    frames_dir: FramesDir = Path("data/frames"),
+    out: Path = Path("data/features.parquet"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
+) -> None:
+    """Per-frame features from landmarks into one Parquet file."""
+    run_stage(lambda: run(load_params(params), landmarks_dir, frames_dir, out, quarantine))

@@ -1,0 +1,77 @@
+"""The features contract: ``data/features.parquet``, one row per frame of every usable video.
+
+Columns: ``video, subject, label`` (categoricals; label NaN where no segment covers the
+frame), ``frame, t``, every feature of :data:`REGISTRY` (float32, in registry order) and
+``face_filled`` (1 where a short face gap was interpolated). The registry (names, units,
+expected ranges) is stored in the schema metadata ``features``; the validate stage checks
+the ranges.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core.files import write_parquet
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    unit: str
+    lo: float  # expected range, checked by the validate stage
+    hi: float
+    description: str
+    face_derived: bool = True  # gaps in face detection are filled / flagged for these
+
+
+REGISTRY: dict[str, Feature] = {
+    f.name: f
+    for f in [
+        Feature("ear_left", "ratio", 0.0, 0.8, "eye aspect ratio, subject's left eye (6-point, 3D)"),
+        Feature("ear_right", "ratio", 0.0, 0.8, "eye aspect ratio, subject's right eye (6-point, 3D)"),
+        Feature("mar", "ratio", 0.0, 2.0, "mouth aspect ratio: inner-lip opening over mouth width"),
+        Feature("yaw", "deg", -90.0, 90.0, "head yaw, > 0 when the nose turns to image right"),
+        Feature("pitch", "deg", -90.0, 90.0, "head pitch, > 0 when the nose tilts up"),
+        Feature("roll", "deg", -180.0, 180.0, "head roll, > 0 when the head tilts clockwise in the image"),
+        Feature(
+            "gaze_x", "eye widths", -1.0, 1.0, "iris offset from the eye centre along the eye axis (> 0 image right)"
+        ),
+        Feature("gaze_y", "eye widths", -1.0, 1.0, "iris offset across the eye axis (> 0 image down)"),
+        Feature("face_present", "flag", 0.0, 1.0, "1 when FaceMesh found a face in this frame", False),
+        Feature("hand_present", "flag", 0.0, 1.0, "1 when MediaPipe Hands found at least one hand", False),
+        Feature(
+            "hand_face_dist",
+            "face widths",
+            0.0,
+            50.0,
+            "nearest hand point to the nose tip, over the outer-eye-corner distance; NaN without a hand",
+            False,
+        ),
+        Feature(
+            "hand_ear_dist",
+            "face widths",
+            0.0,
+            50.0,
+            "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand",
+            False,
+        ),
+    ]
+}
+ID_COLUMNS = ("video", "subject", "label", "frame", "t")
+
+
+def registry_json() -> str:
+    return json.dumps([asdict(f) for f in REGISTRY.values()], sort_keys=True)
+
+
+def write_features(table: pd.DataFrame, path: Path) -> None:
+    """Write the features table atomically with the registry in its metadata."""
+    write_parquet(table, path, metadata={"features": registry_json()})
+
+
+def read_features(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)

@@ -1,0 +1,124 @@
+"""Per-video fan-out: a local process pool (spawn) with a progress bar, or a Dask cluster.
+
+With a Dask scheduler address (params ``parallel.dask_address`` or the environment
+variable ``DRIVER_PIPELINE_DASK_ADDRESS``, which wins) the same per-video function runs
+on that cluster instead; results are byte-identical either way (tested).
+
+Local workers are started with ``spawn`` so each builds its own MediaPipe/OpenCV state
+(never inherited across a fork), and each is pinned to one core where the OS allows
+it: MediaPipe's internal thread pools otherwise contend across processes (measured
++5% throughput with 2 workers here). Results come back in input order.
+
+Stopping: if the stage is interrupted (Ctrl-C, SIGTERM) the queued videos are cancelled
+and the workers are terminated at once (not after their current video); a worker unwinds
+on SIGTERM, so its temp file is removed. If the stage process dies without a chance to
+clean up (SIGKILL, the OOM killer), each worker gets SIGTERM from the kernel
+(``PR_SET_PDEATHSIG``) and exits without renaming its output into place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+from pipeline.core.errors import Interrupted
+
+T = TypeVar("T")
+R = TypeVar("R")
+ENV_ADDRESS = "DRIVER_PIPELINE_DASK_ADDRESS"
+PR_SET_PDEATHSIG = 1
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    raise Interrupted(f"worker stopped by {signal.Signals(signum).name}")
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: ask the kernel for SIGTERM when the parent process dies; exit if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the stage's own cleanup still stops the pool
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(counter: Any, parent: int) -> None:
+    """Pool initializer: stop with the stage, unwind on SIGTERM, ignore Ctrl-C (the stage handles
+    it and terminates us), and pin this worker to the next allowed core."""
+    die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    with counter.get_lock():
+        i = counter.value
+        counter.value += 1
+    os.sched_setaffinity(0, {cores[i % len(cores)]})
+
+
+def _terminate(ex: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Cancel queued work and stop the workers now (``shutdown`` alone waits for running tasks)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(grace_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def dask_address(configured: str) -> str:
+    """The Dask scheduler to use ('' = the local process pool); the environment variable wins."""
+    return os.environ.get(ENV_ADDRESS, configured).strip()
+
+
+def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str, address: str = "") -> Iterator[R]:
+    """Apply ``fn`` to each job, in order: on a Dask cluster at ``address`` if given, else on
+    ``workers`` local processes (1 = in this process)."""
+    from tqdm import tqdm
+
+    jobs = list(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=None)
+    try:
+        if address:
+            from distributed import Client
+
+            with Client(address, set_as_default=False) as client:
+                futures = client.map(fn, jobs, pure=False)
+                try:
+                    for fut in futures:  # in input order; the cluster runs them in parallel
+                        yield fut.result()
+                        bar.update()
+                except BaseException:
+                    client.cancel(futures)
+                    raise
+            return
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield fn(job)
+                bar.update()
+            return
+        ctx = mp.get_context("spawn")
+        n = min(workers, len(jobs))
+        ex = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(ctx.Value("i", 0), os.getpid()))
+        try:
+            for res in ex.map(fn, jobs):
+                yield res
+                bar.update()
+        except BaseException:
+            _terminate(ex)
+            raise
+        ex.shutdown(wait=True)
+    finally:
+        bar.close()

@@ -1,0 +1,104 @@
+"""What every stage process shares: its command line, logs for people, signals, and error lines.
+
+A stage runs as ``python -m pipeline.stages <stage> [options]``; :func:`run_stage` wraps its
+work so that
+
+* our progress lines are INFO on stderr, libraries only speak at WARNING, and known library
+  chatter (captum's batch-size hint, absl/TFLite start-up lines) is silenced at its source;
+* a :class:`~pipeline.core.errors.PipelineError` ends with one ``error: ...`` line and its exit
+  code (no traceback); anything else is a bug and keeps its traceback;
+* SIGTERM behaves like Ctrl-C: the work unwinds (temp files removed, worker processes
+  stopped) and the stage exits 130 with ``error: interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.core.errors import Interrupted, PipelineError
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+FramesDir = Annotated[Path, typer.Option("--frames", help="frames stage folder")]
+LandmarksDir = Annotated[Path, typer.Option("--landmarks", help="landmarks stage folder")]
+FeaturesPath = Annotated[Path, typer.Option("--features", help="features Parquet")]
+WindowsDir = Annotated[Path, typer.Option("--windows", help="windows folder")]
+ModelsDir = Annotated[Path, typer.Option("--models", help="trained models folder")]
+ReportsDir = Annotated[Path, typer.Option("--reports", help="reports folder")]
+QuarantinePath = Annotated[Path, typer.Option("--quarantine", help="merged quarantine list")]
+ModelName = Annotated[str, typer.Option("--model", help="a name from params train.models")]
+
+# Native libraries (absl / glog / TFLite inside MediaPipe) read these once at start-up; they quiet
+# what those libraries log after initialisation. What they print before it is filtered by
+# pipeline.vision.mediapipe.quiet_native_stderr.
+QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "ABSL_MIN_LOG_LEVEL": "2"}
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {msg}"
+        return msg
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Our lines at INFO, every library at WARNING, one plain line per record on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pipeline").setLevel(level)
+
+
+def quiet_libraries() -> None:
+    """Silence known, harmless library chatter at its source (never stderr as a whole)."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    # captum asks for internal_batch_size on every call; we pass one, it still warns on the last chunk
+    warnings.filterwarnings("ignore", message=r".*internal_batch_size.*", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r".*Setting forward, backward hooks.*", category=UserWarning)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+
+def handle_signals() -> None:
+    """SIGTERM (what `timeout`, CI and a cancelled flow send) unwinds like Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def run_stage(fn: Callable[[], dict | None]) -> None:
+    """Run a stage's work: print its one-line JSON summary, or ``error: ...`` and exit non-zero."""
+    setup_logging()
+    quiet_libraries()
+    handle_signals()
+    try:
+        summary = fn()
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Interrupted
+        why = str(exc) or "stopped by Ctrl-C"
+        typer.echo(f"error: interrupted ({why}); nothing half-written was kept", err=True)
+        raise SystemExit(Interrupted.exit_code) from None
+    if summary is not None:
+        typer.echo(json.dumps(summary, sort_keys=True))
+
+
+def stage_app(main: Callable[..., None]) -> typer.Typer:
+    """A one-command Typer app for a stage's ``main`` (``python -m pipeline.stages <stage> --help``)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(main)
+    return app

@@ -1,0 +1,74 @@
+"""What every model of the registry is: a :class:`Classifier` over windows (N, T, F)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from pipeline.core.errors import ModelError
+
+if TYPE_CHECKING:
+    from pipeline.core.config import TrainParams
+
+Split = tuple[np.ndarray, np.ndarray]  # x (N, T, F) float32, y (N,) class index
+
+
+class Classifier(ABC):
+    """Fit on windows, give class scores, save and load without pickle.
+
+    Optional capabilities (the registry's ModelSpec says which a model has): attention
+    weights over time and gradient attributions.
+    """
+
+    weights_file: ClassVar[str]
+
+    @abstractmethod
+    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+        """Train; returns one log row per epoch (``epoch``, ``train_f1``, ``val_f1``, ...)."""
+
+    @abstractmethod
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Unnormalised class scores (N, C)."""
+
+    @abstractmethod
+    def state_bytes(self) -> bytes:
+        """The weights file's bytes (deterministic for the same weights)."""
+
+    @abstractmethod
+    def load_state(self, data: bytes) -> None:
+        """Restore weights written by :meth:`state_bytes` (no code is executed)."""
+
+    def n_parameters(self) -> int:
+        return 0
+
+    def attention(self, x: np.ndarray) -> np.ndarray:
+        raise ModelError(f"{type(self).__name__} has no attention weights")
+
+    def attributions(self, x: np.ndarray, target: np.ndarray, steps: int = 32) -> np.ndarray:
+        raise ModelError(f"{type(self).__name__} has no gradient attributions")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse class frequency, scaled to mean 1 (absent classes get weight 1)."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 1.0)
+    return (w / w.mean()).astype(np.float32)
+
+
+def window_stats(x: np.ndarray) -> np.ndarray:
+    """Per-window statistics (mean, std, min, max, last - first of every feature): (N, 5F)."""
+    return np.concatenate([x.mean(1), x.std(1), x.min(1), x.max(1), x[:, -1] - x[:, 0]], axis=1)

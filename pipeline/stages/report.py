@@ -1,0 +1,279 @@
+"""`report` stage: the comparison a reviewer reads in a pull request.
+
+Writes ``reports/summary.md`` (renders on a code host, offline: tables and small PNGs next
+to it), ``reports/summary.html`` (one self-contained page, images inlined, rendered with the
+``markdown`` library) and ``reports/comparison.png``. The summary is built as named
+sections from the data (:func:`sections`); :func:`pr_comment` picks some of those sections
+and adds ``dvc metrics diff`` / ``dvc params diff`` against a base revision.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.contracts.quarantine import read_quarantine
+from pipeline.contracts.windows import read_meta
+from pipeline.core.config import Params, load_params
+from pipeline.core.errors import DataError
+from pipeline.core.files import atomic_path, read_json
+from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, run_stage
+from pipeline.modeling import registry
+
+SECTIONS = ("title", "data", "recommendation", "comparison", "operating_points", "best_model")
+PR_SECTIONS = ("title", "recommendation", "comparison", "operating_points")
+
+
+def load_metrics(reports_dir: Path, models: tuple[str, ...]) -> dict[str, dict]:
+    """``reports/models/<m>/metrics.json`` of every model in ``models`` (missing ones: an error naming them)."""
+    missing = [m for m in models if not (reports_dir / "models" / m / "metrics.json").exists()]
+    if missing:
+        raise DataError(f"no metrics for {missing} in {reports_dir / 'models'}: run `dvc repro` (evaluate) first")
+    return {m: read_json(reports_dir / "models" / m / "metrics.json") for m in models}
+
+
+def data_summary(validation: dict, meta: dict, quarantine: dict) -> list[str]:
+    """Markdown lines: videos, subjects, frames, detection rate, windows per split and class."""
+    f = validation.get("facts", {})
+    crit = [r for r in validation.get("results", []) if not r["success"] and r["severity"] == "critical"]
+    warn = [r for r in validation.get("results", []) if not r["success"] and r["severity"] != "critical"]
+    status = "FAILED" if crit else ("passed with warnings" if warn else "passed")
+    lines = ["## Data", ""]
+    lines += [f"- {k}: {f[k]}" for k in ("videos", "subjects", "frames", "face detected") if k in f]
+    q = quarantine.get("quarantined", [])
+    lines.append(f"- quarantined inputs: {len(q)}")
+    lines += [f"    - `{v['video']}` ({v['stage']}: {v['reason']})" for v in q]
+    n = len(validation.get("results", []))
+    lines.append(
+        f"- validation: {status} ({n} expectations, {len(warn)} warnings; see `reports/validation/summary.md`)"
+    )
+    per = meta.get("counts", {}).get("per_split", {})
+    if per:
+        classes = meta["classes"]
+        lines += [
+            "",
+            "| split | subjects | " + " | ".join(classes) + " | total |",
+            "|---|---|" + "---|" * (len(classes) + 1),
+        ]
+        for sp, counts in per.items():
+            subj = len(meta.get("subjects", {}).get(sp, []))
+            lines.append(
+                f"| {sp} | {subj} | " + " | ".join(str(counts[c]) for c in classes) + f" | {sum(counts.values())} |"
+            )
+    lines += [
+        "",
+        f"Windows: {meta.get('window')} frames, stride {meta.get('stride')}, features: "
+        + ", ".join(f"`{x}`" for x in meta.get("features", [])),
+    ]
+    return lines
+
+
+def alert_score(m: dict) -> float:
+    """Mean recall at the real-time alerting operating point (0 where precision was never reached)."""
+    ops = m["operating_points"].values()
+    return sum((o["alert"] or {}).get("recall", 0.0) for o in ops) / max(1, len(ops))
+
+
+def recommend(metrics: dict[str, dict]) -> dict[str, str]:
+    """Best test macro-F1; most stable (smallest |gap| among the models beating every baseline); best alerter."""
+    baselines = [k for k in metrics if registry.get(k).baseline]
+    floor = max((metrics[k]["test"]["macro_f1"] for k in baselines), default=0.0)
+    strong = {k: m for k, m in metrics.items() if m["test"]["macro_f1"] > floor} or metrics
+    return {
+        "best test macro-F1": max(metrics, key=lambda k: metrics[k]["test"]["macro_f1"]),
+        "most stable (smallest train-val gap)": min(
+            strong, key=lambda k: (abs(strong[k]["gap"]), -strong[k]["test"]["macro_f1"])
+        ),
+        "real-time alerts (best recall at the alert precision)": max(metrics, key=lambda k: alert_score(metrics[k])),
+    }
+
+
+def comparison_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
+    head = "| model | train F1 | val F1 | test F1 | gap | " + " | ".join(f"{c} P/R" for c in classes)
+    head += " | ECE | latency ms | params |"
+    lines = [head, "|---" * (8 + len(classes)) + "|"]
+    for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["test"]["macro_f1"]):
+        pc = m["test"]["per_class"]
+        cells = [f"{pc[c]['precision']:.2f}/{pc[c]['recall']:.2f}" for c in classes]
+        lines.append(
+            f"| `{name}` | {m['train']['macro_f1']:.3f} | {m['val']['macro_f1']:.3f} | **{m['test']['macro_f1']:.3f}** "
+            f"| {m['gap']:+.3f} | " + " | ".join(cells) + f" | {m['ece']:.3f} | {m['latency_ms']:.2f} | "
+            f"{m['parameters']:,} |"
+        )
+    return lines
+
+
+def comparison_png(metrics: dict[str, dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(metrics, key=lambda k: metrics[k]["test"]["macro_f1"])
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(names) + 1.2))
+    y = range(len(names))
+    for off, sp, color in ((-0.25, "train", "C7"), (0.0, "val", "C0"), (0.25, "test", "C3")):
+        ax.barh([i + off for i in y], [metrics[n][sp]["macro_f1"] for n in names], height=0.25, color=color, label=sp)
+    ax.set_yticks(list(y), names, fontsize=8)
+    ax.set_xlabel("macro-F1")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Model comparison", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def _cell(p: dict | None) -> str:
+    return "-" if not p else f"{p['threshold']:.2f} ({p['precision']:.2f}/{p['recall']:.2f})"
+
+
+def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
+    """The summary as named sections of Markdown lines, built from the stage outputs."""
+    metrics = load_metrics(reports_dir, params.train.models)
+    meta = read_meta(windows_dir)
+    validation = read_json(reports_dir / "validation" / "results.json")
+    classes = meta["classes"]
+    rec = recommend(metrics)
+    ev = params.evaluate
+    out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
+    out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
+    out["recommendation"] = ["## Recommendation", ""] + [
+        f"- {k}: **`{v}`** (test macro-F1 {metrics[v]['test']['macro_f1']:.3f}, gap {metrics[v]['gap']:+.3f})"
+        for k, v in rec.items()
+    ]
+    out["comparison"] = [
+        "## Model comparison (test split unless noted; P/R = precision/recall)",
+        "",
+        *comparison_table(metrics, classes),
+        "",
+        "![comparison](comparison.png)",
+    ]
+    head = "| model | " + " | ".join(f"{c} alert | {c} report" for c in classes) + " |"
+    out["operating_points"] = [
+        "## Operating points (test split)",
+        "",
+        f"Alert: best recall with precision >= {ev.alert_precision}; report: best precision with recall >= "
+        f"{ev.report_recall}. Each cell: threshold (precision/recall); '-' where the target is never reached.",
+        "",
+        head,
+        "|---" * (1 + 2 * len(classes)) + "|",
+    ]
+    for name, m in metrics.items():
+        ops = m["operating_points"]
+        cells = " | ".join(f"{_cell(ops[c]['alert'])} | {_cell(ops[c]['report'])}" for c in classes)
+        out["operating_points"].append(f"| `{name}` | {cells} |")
+    best = rec["best test macro-F1"]
+    lines = [f"## The best model, `{best}`", ""]
+    for fig in ("confusion", "pr_curves", "ig_importance", "ig_maps", "attention"):
+        if (reports_dir / "models" / best / "figures" / f"{fig}.png").exists():
+            lines.append(f"![{fig}](models/{best}/figures/{fig}.png)")
+    wrong = reports_dir / "models" / best / "wrong.csv"
+    if wrong.exists():
+        w = pd.read_csv(wrong)
+        lines += [
+            "",
+            "Most confidently wrong test windows (open the clip at these times):",
+            "",
+            "| video | subject | from s | to s | true | predicted | confidence |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r.video}` | {r.subject} | {r.start_t:.1f} | {r.end_t:.1f} | {r.true} | {r.predicted} | "
+            f"{r.confidence:.2f} |"
+            for r in w.itertuples()
+        ]
+    lines += ["", "Per model: `reports/models/<model>/` (metrics.json, figures/, wrong.csv, train_log.csv)."]
+    out["best_model"] = lines
+    return out
+
+
+def join(parts: dict[str, list[str]], keys: tuple[str, ...]) -> str:
+    return "\n\n".join("\n".join(parts[k]) for k in keys if k in parts) + "\n"
+
+
+def summary_markdown(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> str:
+    return join(sections(params, reports_dir, windows_dir, quarantine_path), SECTIONS)
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;"
+    "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"
+)
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """One self-contained page (Python-Markdown with tables; PNGs beside the summary inlined)."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+
+    def inline(m: re.Match) -> str:
+        img = base / html.unescape(m.group(2))
+        if not img.is_file():
+            return m.group(0)
+        return f'{m.group(1)}"data:image/png;base64,{base64.b64encode(img.read_bytes()).decode()}"'
+
+    body = re.sub(r'(<img [^>]*src=)"([^"]+\.png)"', inline, body)
+    return (
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>Evaluation summary</title>"
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def run(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict:
+    """summary.md, summary.html, comparison.png."""
+    metrics = load_metrics(reports_dir, params.train.models)
+    with atomic_path(reports_dir / "comparison.png", keep_suffix=True) as tmp:
+        comparison_png(metrics, tmp)
+    md = summary_markdown(params, reports_dir, windows_dir, quarantine_path)
+    with atomic_path(reports_dir / "summary.md") as tmp:
+        tmp.write_text(md)
+    with atomic_path(reports_dir / "summary.html") as tmp:
+        tmp.write_text(to_html(md, reports_dir))
+    return {"models": len(metrics), **recommend(metrics)}
+
+
+# --- pull-request comment ------------------------------------------------------------------------
+def build_comment(parts: dict[str, list[str]], metrics_diff: str, params_diff: str, base: str) -> str:
+    """The PR comment: recommendation, comparison and operating points, then what changed against ``base``."""
+    changed = [
+        f"## Metrics changed against `{base}`",
+        "",
+        metrics_diff.strip() or "_No metric changed._",
+        "",
+        f"## Params changed against `{base}`",
+        "",
+        params_diff.strip() or "_No parameter changed._",
+        "",
+        "<sub>Generated by `python -m pipeline.cli pr-comment`.</sub>",
+    ]
+    return join({**parts, "changed": changed}, (*PR_SECTIONS, "changed"))
+
+
+def pr_comment(base: str, params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> str:
+    """Run ``dvc metrics diff`` / ``dvc params diff`` against ``base`` (argument lists, no shell)."""
+
+    def dvc(*args: str) -> str:
+        res = subprocess.run(["dvc", *args], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            return f"_`dvc {' '.join(args)}` failed: {res.stderr.strip().splitlines()[-1] if res.stderr else ''}_"
+        return res.stdout
+
+    parts = sections(params, reports_dir, windows_dir, quarantine_path)
+    return build_comment(parts, dvc("metrics", "diff", "--md", base), dvc("params", "diff", "--md", base), base)
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    reports_dir: ReportsDir = Path("reports"),
+    windows_dir: WindowsDir = Path("data/windows"),
+    quarantine: QuarantinePath = Path("data/quarantine.json"),
+) -> None:
+    """The comparison of all models: reports/summary.md + summary.html."""
+    run_stage(lambda: run(load_params(params), reports_dir, windows_dir, quarantine))
