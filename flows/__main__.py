@@ -27,9 +27,8 @@ def run(
 ) -> None:
     """One flow run now: dvc status, the stale stages as tasks, artifacts. Uses $PREFECT_API_URL
     (without it Prefect starts a temporary local server for the run)."""
-    from pipeline.core.config import load_params
-
     from flows.pipeline_flow import driver_pipeline
+    from pipeline.core.config import load_params
 
     root = workspace.resolve()
     wait = load_params(root / "params.yaml").schedule.lock_wait_s
@@ -71,9 +70,8 @@ def deployment(
 @app.command()
 def watch(workspace: Workspace = Path(".")) -> None:
     """Emit a Prefect event whenever the raw folder or params.yaml changes (needs $PREFECT_API_URL)."""
-    from pipeline.core.config import load_params
-
     from flows.watch import watch as _watch
+    from pipeline.core.config import load_params
 
     root = workspace.resolve()
     sched = load_params(root / "params.yaml").schedule

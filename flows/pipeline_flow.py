@@ -10,11 +10,13 @@ changed). Every command is an argument list run without a shell.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -236,24 +238,67 @@ def stage_env(dask_address: str = "") -> dict[str, str]:
     return env
 
 
+# DVC's advice after each `dvc repro` ("To track the changes with git, run: git add dvc.lock ...",
+# "To enable auto staging, run: dvc config core.autostage true"): the flow never commits, and
+# with one `dvc repro` per stage it would fill every task log. The stage's own lines stay.
+GIT_HINT = re.compile(r"^(To track the changes with git, run:|To enable auto staging, run:|\s+(git add|dvc config) )")
+
+
+def _dies_with_parent() -> None:  # runs in the child between fork and exec
+    from pipeline.core.parallel import die_with_parent
+
+    die_with_parent(os.getppid())
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the child's whole process group (dvc, the stage, its workers), SIGKILL after a grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def dvc(root: Path, *args: str, stream: bool = False, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run ``python -m dvc *args`` in ``root`` (argument list, no shell) -> (exit code, output).
 
     ``stream``: merge stderr into the output and log each line as it comes (the stage's own log);
-    otherwise stdout alone is returned (clean for ``--json``) and stderr only on failure."""
+    otherwise stdout alone is returned (clean for ``--json``) and stderr only on failure.
+
+    The command runs in its own process group and dies with this process: if this run is
+    stopped (SIGTERM, Ctrl-C, a cancelled flow run) the whole group gets SIGTERM at once, so
+    the stage unwinds (temp files removed, workers stopped) instead of going on alone."""
     cmd = [sys.executable, "-m", "dvc", *args]
     env = env or stage_env()
-    if not stream:
-        res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-        return res.returncode, res.stdout if res.returncode == 0 else res.stdout + res.stderr
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    log, lines = _log(), []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip():
-            log.info(line.rstrip())
-    return proc.wait(), "".join(lines)
+    stdout = subprocess.PIPE
+    stderr = subprocess.STDOUT if stream else subprocess.PIPE
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_dies_with_parent,
+    )
+    try:
+        if not stream:
+            out, err = proc.communicate()
+            return proc.returncode, out if proc.returncode == 0 else out + err
+        assert proc.stdout is not None
+        log, lines = _log(), []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() and not GIT_HINT.match(line):
+                log.info(line.rstrip())
+        return proc.wait(), "".join(lines)
+    except BaseException:
+        _stop_group(proc)
+        raise
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -305,8 +350,9 @@ def run_stage(workspace: str, stage: str, dask_address: str = "") -> str:
 def publish(workspace: str, outcomes: dict[str, str], reason: str, run_name: str) -> dict[str, Any]:
     """Markdown artifact (what ran, what changed since the previous successful run, the report summary)
     and a table artifact of per-model test metrics; then remember this run as the last success."""
-    from pipeline.core.files import write_json
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from pipeline.core.files import write_json
 
     root = Path(workspace)
     now = snapshot(root)

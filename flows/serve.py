@@ -9,12 +9,17 @@
 3. the file watcher (``python -m flows watch``) that emits an event when the raw folder or
    params.yaml changes.
 
-Ctrl-C or SIGTERM stops all three (the deployment first, so its schedule is paused), and so
-does the exit of any one of them.
+Ctrl-C or SIGTERM first cancels a pipeline run in progress (through the API: the deployment's
+runner stops the flow run, whose stage process group gets SIGTERM, so the stage unwinds and
+nothing half-written keeps a real name; the run ends as Cancelled), then stops the deployment
+(its schedule is paused), the watcher and the server, and leaves no process behind. The
+children run in their own sessions, so a terminal's Ctrl-C reaches only this supervisor, which
+stops them in that order. The exit of any one child stops the rest the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -54,7 +59,7 @@ def start_server(port: int, timeout_s: float = 120.0) -> subprocess.Popen | None
         log.info("reusing the Prefect server already answering on %s", url)
         return None
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--analytics-off"], env=server_env())
+    proc = subprocess.Popen([*cmd, "--analytics-off"], env=server_env(), start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while not healthy(url):
         if proc.poll() is not None:
@@ -98,9 +103,8 @@ def deployment_kwargs(root: Path, cron: str, timezone: str) -> dict:
 def serve_deployment(root: Path, cron: str | None = None) -> None:
     """Serve the deployment from this process until interrupted (``python -m flows deployment``);
     needs PREFECT_API_URL. ``serve`` runs it as a child process."""
-    from pipeline.core.config import load_params
-
     from flows.pipeline_flow import driver_pipeline
+    from pipeline.core.config import load_params
 
     root = Path(root).resolve()
     sched = load_params(root / "params.yaml").schedule
@@ -110,6 +114,7 @@ def serve_deployment(root: Path, cron: str | None = None) -> None:
 
 
 def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
+    """Stop a child started in its own session, then anything left in its process group."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
@@ -117,6 +122,36 @@ def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # grandchildren that outlived it (e.g. a flow-run process)
+
+
+ACTIVE = ("RUNNING", "PENDING", "CANCELLING")
+
+
+def cancel_active_runs(url: str, wait_s: float = 90.0) -> list[str]:
+    """Cancel this deployment's runs in progress and wait until they end; returns one line per run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelling
+
+    lines: list[str] = []
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        only_ours = DeploymentFilter(name=DeploymentFilterName(any_=[DEPLOYMENT]))
+        runs = [r for r in client.read_flow_runs(deployment_filter=only_ours) if r.state_type.value in ACTIVE]
+        for r in runs:
+            log.info("cancelling flow run %s (%s)", r.name, r.state_name)
+            client.set_flow_run_state(r.id, Cancelling(message="make serve is stopping"), force=True)
+        deadline = time.monotonic() + wait_s
+        for r in runs:
+            state = client.read_flow_run(r.id).state
+            while state is not None and state.type.value in ACTIVE and time.monotonic() < deadline:
+                time.sleep(0.5)
+                state = client.read_flow_run(r.id).state
+            lines.append(f"flow run {r.name}: {state.name if state else 'unknown'}")
+            log.info(lines[-1])
+    return lines
 
 
 def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = True) -> None:
@@ -134,10 +169,14 @@ def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = T
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         children["deployment"] = subprocess.Popen(
-            [*py, "deployment", "--workspace", str(root), *(["--cron", cron] if cron else [])], env=env
+            [*py, "deployment", "--workspace", str(root), *(["--cron", cron] if cron else [])],
+            env=env,
+            start_new_session=True,
         )
         if watch:
-            children["watcher"] = subprocess.Popen([*py, "watch", "--workspace", str(root)], env=env)
+            children["watcher"] = subprocess.Popen(
+                [*py, "watch", "--workspace", str(root)], env=env, start_new_session=True
+            )
         while True:
             for name, proc in children.items():
                 if proc.poll() is not None:
@@ -146,9 +185,15 @@ def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = T
                 raise RuntimeError(f"the Prefect server exited with {server.returncode}; stopping the rest")
             time.sleep(0.5)
     except KeyboardInterrupt:
-        log.info("stopping: deployment (its schedule is paused), watcher, server")
+        log.info("stopping: runs in progress, deployment (its schedule is paused), watcher, server")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        if "deployment" in children and children["deployment"].poll() is None and healthy(api_url(port)):
+            try:
+                cancel_active_runs(api_url(port))
+            except Exception as exc:  # the server is unwell: the process-group kill below still stops the run
+                log.warning("could not cancel runs in progress through the API: %s", exc)
         if "deployment" in children:  # first, while the server is up: it pauses its deployment
             _stop(children["deployment"], signal.SIGINT, 60)
         if "watcher" in children:

@@ -10,8 +10,7 @@ from tests.conftest import tiny_params, write_clip
 def cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as c:
         yield c
 
 
@@ -37,5 +36,6 @@ def test_dask_run_is_byte_identical_to_the_local_pool(cluster, clip_frames, tmp_
     # the environment variable wins over params
     monkeypatch.setenv("DRIVER_PIPELINE_DASK_ADDRESS", cluster.scheduler_address)
     frames.run(local, tmp_path / "env" / "frames")
-    assert (tmp_path / "env" / "frames" / "manifest.json").read_bytes() == \
-        (tmp_path / "local" / "frames" / "manifest.json").read_bytes()
+    assert (tmp_path / "env" / "frames" / "manifest.json").read_bytes() == (
+        tmp_path / "local" / "frames" / "manifest.json"
+    ).read_bytes()

@@ -39,8 +39,16 @@ def test_metrics_json_for_a_reviewer(trained, name):
         if op["report"]:
             assert op["report"]["recall"] >= 0.9
     wrong = pd.read_csv(trained / "reports" / name / "wrong.csv")
-    assert list(wrong.columns) == ["window_id", "video", "subject", "start_t", "end_t", "true", "predicted",
-                                   "confidence"]
+    assert list(wrong.columns) == [
+        "window_id",
+        "video",
+        "subject",
+        "start_t",
+        "end_t",
+        "true",
+        "predicted",
+        "confidence",
+    ]
     assert (wrong["true"] != wrong["predicted"]).all()
     cm = pd.read_csv(trained / "reports" / name / "confusion_test.csv")
     assert len(cm) == 60 and set(cm.columns) == {"actual", "predicted"}

@@ -105,10 +105,16 @@ def test_only_transient_failures_are_retried():
 
 
 def test_diff_markdown_names_changed_params_and_metrics():
-    before = {"params": {"hparams.gru.hidden": 8, "train.epochs": 3}, "models": ["gru"],
-              "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}}}
-    now = {"params": {"hparams.gru.hidden": 12, "train.epochs": 3}, "models": ["gru"],
-           "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}}}
+    before = {
+        "params": {"hparams.gru.hidden": 8, "train.epochs": 3},
+        "models": ["gru"],
+        "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}},
+    }
+    now = {
+        "params": {"hparams.gru.hidden": 12, "train.epochs": 3},
+        "models": ["gru"],
+        "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}},
+    }
     md = diff_markdown(before, now, "flow run x")
     assert "(flow run x)" in md
     assert "| `hparams.gru.hidden` | 8 | 12 |" in md and "train.epochs" not in md
@@ -204,8 +210,12 @@ def test_watcher_reports_each_settled_batch_once(tmp_path):
     finally:
         stop.set()
         t.join()
-    assert seen == [["data/raw/labels.csv", "data/raw/videos/a.mp4"], ["params.yaml"], ["data/raw2/labels.csv"],
-                    ["params.yaml"]]
+    assert seen == [
+        ["data/raw/labels.csv", "data/raw/videos/a.mp4"],
+        ["params.yaml"],
+        ["data/raw2/labels.csv"],
+        ["params.yaml"],
+    ]
 
 
 # --- against a real Prefect server -----------------------------------------------------------------
@@ -244,8 +254,9 @@ def artifact(flow_run_id, key: str):
 
     with _client() as c:
         found = c.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
-                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+            )
         )
     assert len(found) == 1, f"{key}: {len(found)} artifacts"
     return found[0].data
@@ -375,8 +386,14 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_its_trigger_fires(tmp_path, pre
     with _client() as c:
         c.create_work_pool(WorkPoolCreate(name=spec["work_pool"]["name"], type="process"))
     env = {**dvc_env(), "PREFECT_API_URL": prefect_server, "PWD": str(work)}  # as from a shell in the project
-    res = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     with _client() as c:
         dep = c.read_deployment_by_name("driver-pipeline/driver-pipeline")
@@ -400,8 +417,9 @@ def toy_workspace(work: Path) -> Path:
     """A one-stage DVC project (the flow is generic over DVC pipelines): ``toy`` writes train.epochs
     to out.txt, and fails with a clear message when it is 3."""
     empty_dvc_project(work)
-    write_params(work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5},
-                        "train": {"epochs": 1}})
+    write_params(
+        work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5}, "train": {"epochs": 1}}
+    )
     stage = (
         "import sys, yaml; e = yaml.safe_load(open('params.yaml'))['train']['epochs']; "
         "sys.exit('error: the toy stage refuses 3 epochs') if e == 3 else open('out.txt', 'w').write(str(e))"
@@ -456,8 +474,13 @@ def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_p
     env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = api_url(port)
     try:
         deadline = time.monotonic() + 180

@@ -9,8 +9,20 @@ from pipeline.core.config import parse_params
 from pipeline.core.errors import ConfigError, ModelError
 from pipeline.modeling import registry
 
-NEURAL = {"rnn", "gru", "lstm", "lstm_state", "stacked_lstm", "bilstm", "stacked_bilstm", "lstm_attn",
-          "bilstm_attn", "stacked_bilstm_attn", "transformer", "cnn_lstm"}
+NEURAL = {
+    "rnn",
+    "gru",
+    "lstm",
+    "lstm_state",
+    "stacked_lstm",
+    "bilstm",
+    "stacked_bilstm",
+    "lstm_attn",
+    "bilstm_attn",
+    "stacked_bilstm_attn",
+    "transformer",
+    "cnn_lstm",
+}
 ATTENTION = {"lstm_attn", "bilstm_attn", "stacked_bilstm_attn"}
 
 

@@ -12,15 +12,30 @@ from tests.conftest import ROOT
 def fake_metrics(test_f1, gap, alert_recall):
     per = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10} for c in ("a", "b")}
     split = lambda f: {"macro_f1": f, "accuracy": f, "per_class": per}  # noqa: E731
-    op = {"alert": {"threshold": 0.8, "precision": 0.95, "recall": alert_recall}, "report": None,
-          "average_precision": 0.9}
-    return {"train": split(test_f1 + gap + 0.01), "val": split(test_f1 + 0.01), "test": split(test_f1), "gap": gap,
-            "ece": 0.05, "latency_ms": 1.5, "parameters": 1234, "operating_points": {"a": op, "b": op}}
+    op = {
+        "alert": {"threshold": 0.8, "precision": 0.95, "recall": alert_recall},
+        "report": None,
+        "average_precision": 0.9,
+    }
+    return {
+        "train": split(test_f1 + gap + 0.01),
+        "val": split(test_f1 + 0.01),
+        "test": split(test_f1),
+        "gap": gap,
+        "ece": 0.05,
+        "latency_ms": 1.5,
+        "parameters": 1234,
+        "operating_points": {"a": op, "b": op},
+    }
 
 
 def test_recommendation():
-    m = {"majority": fake_metrics(0.2, 0.0, 0.0), "stats_lr": fake_metrics(0.5, 0.0, 0.1),
-         "gru": fake_metrics(0.9, 0.08, 0.5), "cnn_lstm": fake_metrics(0.85, 0.01, 0.9)}
+    m = {
+        "majority": fake_metrics(0.2, 0.0, 0.0),
+        "stats_lr": fake_metrics(0.5, 0.0, 0.1),
+        "gru": fake_metrics(0.9, 0.08, 0.5),
+        "cnn_lstm": fake_metrics(0.85, 0.01, 0.9),
+    }
     rec = R.recommend(m)
     assert rec["best test macro-F1"] == "gru"
     # baselines have gap 0 but only models beating every baseline (the registry says which) compete
@@ -40,9 +55,14 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
 
         E.run(p, name, wdir, tmp_path / "models", reports / "models")
     (reports / "validation").mkdir(parents=True)
-    (reports / "validation" / "results.json").write_text(json.dumps({
-        "facts": {"videos": 3, "subjects": 12, "frames": 999, "face detected": "99.0% of frames"},
-        "results": [{"success": True, "severity": "critical"}]}))
+    (reports / "validation" / "results.json").write_text(
+        json.dumps(
+            {
+                "facts": {"videos": 3, "subjects": 12, "frames": 999, "face detected": "99.0% of frames"},
+                "results": [{"success": True, "severity": "critical"}],
+            }
+        )
+    )
     q = tmp_path / "quarantine.json"
     q.write_text(json.dumps({"quarantined": [{"video": "v/bad.mp4", "stage": "frames", "reason": "empty file"}]}))
     summary = R.run(p, reports, wdir, q)
@@ -56,8 +76,12 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
 
 
 def test_pr_comment_builder():
-    parts = {"title": ["# Summary"], "data": ["## Data", "- 3 videos"], "recommendation": ["## Recommendation", "- x"],
-             "best_model": ["## The best model, `gru`", "![c](c.png)"]}
+    parts = {
+        "title": ["# Summary"],
+        "data": ["## Data", "- 3 videos"],
+        "recommendation": ["## Recommendation", "- x"],
+        "best_model": ["## The best model, `gru`", "![c](c.png)"],
+    }
     text = R.build_comment(parts, "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")
     assert text.startswith("# Summary\n\n## Recommendation\n- x")
     assert "The best model" not in text and "## Data" not in text  # keeps the comment short

@@ -23,8 +23,17 @@ def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
         return res.stdout
 
     out = dvc("repro")
-    for stage in ("demo", "frames", "landmarks", "features", "windows", "validate", "train@gru", "evaluate@gru",
-                  "report"):
+    for stage in (
+        "demo",
+        "frames",
+        "landmarks",
+        "features",
+        "windows",
+        "validate",
+        "train@gru",
+        "evaluate@gru",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in out
     df = pd.read_parquet(work / "data" / "features.parquet")
     assert set(df["label"]) == {"normal", "phonecall", "text", "yawn"}
@@ -48,8 +57,20 @@ def test_dvc_repro_whole_pipeline_on_tiny_demo(tmp_path):
     params["hparams"]["gru"] = {"hidden": 12}
     write_params(work, params)
     ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro")))
-    assert ran == {"train@gru", "evaluate@gru", "report"}
+    assert ran == {"check", "train@gru", "evaluate@gru", "report"}  # check: hparams are its params
     assert "is up to date" in dvc("status") or dvc("status").strip() == "Data and pipelines are up to date."
+    # a typo in a hyper-parameter stops the run at start-up (the check stage), before any model trains
+    params["hparams"]["gru"] = {"hiden": 12}
+    params["windows"]["stride"] = 5  # stale data stages too: still nothing runs before the check
+    write_params(work, params)
+    res = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert re.findall(r"Running stage '([^']+)'", res.stdout) == ["check"], res.stdout
+    assert "error: params key 'hparams.gru.hiden' is not a hyper-parameter of 'gru'" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    params["hparams"]["gru"] = {"hidden": 12}
+    params["windows"]["stride"] = 10
+    write_params(work, params)
     # a new window size must really re-cut the windows (regression: DVC's run-cache once served stale ones)
     params["windows"]["size"] = 15
     write_params(work, params)

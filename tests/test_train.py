@@ -33,21 +33,33 @@ def make_set(root, seed=0, shuffle_train=False, n=(240, 60, 60)):
         x[y == 1, :, 0] += 1.5 * np.sin(2 * t)  # nodding: an oscillation in f0
         x[y == 2, :, 1] += 1.5 * np.sin(2 * t)  # shaking: the same oscillation in f1
         labels = np.asarray(CLASSES)[rng.permutation(y) if (shuffle_train and sp == "train") else y]
-        pq.write_table(pa.table({
-            "window_id": [f"{sp}{i}" for i in range(k)], "video": [f"v{i}" for i in range(k)],
-            "subject": [f"{sp}-p{i % 4}" for i in range(k)], "label": labels, "split": [sp] * k,
-            "start_frame": np.zeros(k, np.int32), "end_frame": np.full(k, WINDOW - 1, np.int32),
-            "start_t": np.zeros(k), "end_t": np.full(k, 1.9),
-            "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), WINDOW * len(FEATS)),
-        }), root / f"{sp}.parquet")
-    (root / "meta.json").write_text(json.dumps({"format": FORMAT, "features": FEATS, "classes": CLASSES,
-                                                "window": WINDOW}))
+        pq.write_table(
+            pa.table(
+                {
+                    "window_id": [f"{sp}{i}" for i in range(k)],
+                    "video": [f"v{i}" for i in range(k)],
+                    "subject": [f"{sp}-p{i % 4}" for i in range(k)],
+                    "label": labels,
+                    "split": [sp] * k,
+                    "start_frame": np.zeros(k, np.int32),
+                    "end_frame": np.full(k, WINDOW - 1, np.int32),
+                    "start_t": np.zeros(k),
+                    "end_t": np.full(k, 1.9),
+                    "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), WINDOW * len(FEATS)),
+                }
+            ),
+            root / f"{sp}.parquet",
+        )
+    (root / "meta.json").write_text(
+        json.dumps({"format": FORMAT, "features": FEATS, "classes": CLASSES, "window": WINDOW})
+    )
     return root
 
 
 def params(models=("stats_lr", "gru"), **train):
-    return parse_params({"train": {"models": list(models), "epochs": 25, "patience": 25, **train},
-                         "hparams": {"gru": {"hidden": 16}}})
+    return parse_params(
+        {"train": {"models": list(models), "epochs": 25, "patience": 25, **train}, "hparams": {"gru": {"hidden": 16}}}
+    )
 
 
 def test_generic_data_set_trains_without_code_changes(tmp_path):

@@ -127,9 +127,7 @@ def test_critical_failure_stops_the_stage_with_names(clean, tmp_path):
     params, df, wdir = clean
     df.loc[3, "ear_left"] = 1.5
     df.to_parquet(tmp_path / "features.parquet")
-    with pytest.raises(
-        ValidationFailed, match=r"expect_column_values_to_be_between on 'ear_left'.*video=v_s0_normal"
-    ):
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between on 'ear_left'.*video=v_s0_normal"):
         V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report")
     assert (tmp_path / "report" / "summary.md").read_text().startswith("# Data validation: FAILED")
 
@@ -138,8 +136,21 @@ def test_report_lists_quarantined_inputs(clean, tmp_path):
     params, df, wdir = clean
     df.to_parquet(tmp_path / "features.parquet")
     q = tmp_path / "quarantine.json"
-    q.write_text(json.dumps({"quarantined": [{"video": "videos/bad.mp4", "video_id": "videos__bad",
-                 "stage": "frames", "reason": "empty file (0 bytes)"}], "ignored_files": ["notes.txt"]}))
+    q.write_text(
+        json.dumps(
+            {
+                "quarantined": [
+                    {
+                        "video": "videos/bad.mp4",
+                        "video_id": "videos__bad",
+                        "stage": "frames",
+                        "reason": "empty file (0 bytes)",
+                    }
+                ],
+                "ignored_files": ["notes.txt"],
+            }
+        )
+    )
     V.run(params, tmp_path / "features.parquet", wdir, tmp_path / "report", q)
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "- quarantined inputs: 1: videos/bad.mp4 (frames: empty file (0 bytes))" in text

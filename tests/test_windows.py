@@ -20,11 +20,21 @@ def fake_features(n_subjects=6, frames=40, seed=0, classes=CLASSES) -> pd.DataFr
     for s in range(n_subjects):
         for ci, c in enumerate(classes):
             n = frames
-            rows.append(pd.DataFrame({
-                "video": f"v_s{s}_{c}", "subject": f"s{s}", "label": c, "frame": np.arange(n), "t": np.arange(n) / 15,
-                "ear_left": 0.3 - 0.02 * ci + rng.normal(0, 0.01, n), "mar": 0.1 + 0.2 * ci + rng.normal(0, 0.02, n),
-                "yaw": 5.0 * s + rng.normal(0, 2, n), "face_present": 1.0,
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "video": f"v_s{s}_{c}",
+                        "subject": f"s{s}",
+                        "label": c,
+                        "frame": np.arange(n),
+                        "t": np.arange(n) / 15,
+                        "ear_left": 0.3 - 0.02 * ci + rng.normal(0, 0.01, n),
+                        "mar": 0.1 + 0.2 * ci + rng.normal(0, 0.02, n),
+                        "yaw": 5.0 * s + rng.normal(0, 2, n),
+                        "face_present": 1.0,
+                    }
+                )
+            )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -127,16 +137,24 @@ def test_generic_format_round_trip_of_a_hand_made_data_set(tmp_path):
     classes, feats, t = ["a", "b", "c"], [f"f{i}" for i in range(7)], 20
     for sp, n in (("train", 12), ("val", 6), ("test", 6)):
         x = rng.normal(size=(n, t, 7)).astype(np.float32)
-        table = pa.table({
-            "window_id": [f"{sp}{i}" for i in range(n)], "video": [f"vid{i}" for i in range(n)],
-            "subject": [f"{sp}_subj{i % 2}" for i in range(n)], "label": [classes[i % 3] for i in range(n)],
-            "split": [sp] * n, "start_frame": np.zeros(n, np.int32), "end_frame": np.full(n, t - 1, np.int32),
-            "start_t": np.zeros(n), "end_t": np.full(n, (t - 1) / 10),
-            "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
-        })
+        table = pa.table(
+            {
+                "window_id": [f"{sp}{i}" for i in range(n)],
+                "video": [f"vid{i}" for i in range(n)],
+                "subject": [f"{sp}_subj{i % 2}" for i in range(n)],
+                "label": [classes[i % 3] for i in range(n)],
+                "split": [sp] * n,
+                "start_frame": np.zeros(n, np.int32),
+                "end_frame": np.full(n, t - 1, np.int32),
+                "start_t": np.zeros(n),
+                "end_t": np.full(n, (t - 1) / 10),
+                "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
+            }
+        )
         pq.write_table(table, tmp_path / f"{sp}.parquet")
-    (tmp_path / "meta.json").write_text(json.dumps({"format": WC.FORMAT, "features": feats, "classes": classes,
-                                                    "window": t}))
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"format": WC.FORMAT, "features": feats, "classes": classes, "window": t})
+    )
     x, y, index, meta = WC.load_split(tmp_path, "val")
     assert x.shape == (6, 20, 7) and y.tolist() == [0, 1, 2, 0, 1, 2]
     assert meta["classes"] == classes and list(index.columns[:3]) == ["window_id", "video", "subject"]

@@ -19,6 +19,7 @@ clean up (SIGKILL, the OOM killer), each worker gets SIGTERM from the kernel
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -34,8 +35,27 @@ ENV_ADDRESS = "DRIVER_PIPELINE_DASK_ADDRESS"
 PR_SET_PDEATHSIG = 1
 
 
+_in_job = False
+
+
 def _on_term(signum: int, frame: Any) -> None:
+    """In a worker: unwind the current video (its temp file is removed), or exit at once when idle."""
+    if not _in_job:
+        os._exit(128 + signum)
     raise Interrupted(f"worker stopped by {signal.Signals(signum).name}")
+
+
+def _run_job(fn: Callable[[T], R], job: T) -> R:
+    """A worker's call: when SIGTERM unwound the job, exit instead of taking the next one (the
+    pool would otherwise report the exception to a stage that may be gone and carry on)."""
+    global _in_job
+    _in_job = True
+    try:
+        return fn(job)
+    except Interrupted:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _in_job = False
 
 
 def die_with_parent(parent: int) -> None:
@@ -113,7 +133,7 @@ def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str,
         n = min(workers, len(jobs))
         ex = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(ctx.Value("i", 0), os.getpid()))
         try:
-            for res in ex.map(fn, jobs):
+            for res in ex.map(functools.partial(_run_job, fn), jobs):
                 yield res
                 bar.update()
         except BaseException:

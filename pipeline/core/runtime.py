@@ -75,8 +75,13 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 def handle_signals() -> None:
-    """SIGTERM (what `timeout`, CI and a cancelled flow send) unwinds like Ctrl-C does."""
+    """SIGTERM (what `timeout`, CI and a cancelled flow send) unwinds like Ctrl-C does; Ctrl-C works even
+    when the shell started us with SIGINT ignored (background jobs); the stage stops if its parent dies."""
+    from pipeline.core.parallel import die_with_parent
+
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    die_with_parent(os.getppid())
 
 
 def run_stage(fn: Callable[[], dict | None]) -> None:

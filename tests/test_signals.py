@@ -1,0 +1,105 @@
+"""Stopping a stage stops all of it: the real landmarks CLI with two spawned workers, SIGTERM and SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT, write_clip
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def landmarks_job(clip_frames, tmp_path):
+    """Planned frames for 8 clips and the landmarks command (2 workers)."""
+    raw = tmp_path / "raw"
+    rows = []
+    for i in range(8):
+        write_clip(raw / "videos" / f"c{i}.mp4", clip_frames["text"])
+        rows.append(f"videos/c{i}.mp4,s{i},text\n")
+    (raw / "labels.csv").write_text("video,subject,label\n" + "".join(rows))
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"data: {{raw_dir: {raw}}}\nframes: {{workers: 1}}\nlandmarks: {{workers: 2}}\nwindows: {{size: 10}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pipeline.stages"]
+    subprocess.run([*cmd, "frames", "--params", str(params), "--out", str(tmp_path / "fr")], check=True, env=env)
+    out = tmp_path / "lm"
+    argv = [*cmd, "landmarks", "--params", str(params), "--frames", str(tmp_path / "fr"), "--out", str(out)]
+    return argv, env, out
+
+
+def start_and_wait_for_workers(argv, env, out):
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: len(children(proc.pid)) >= 2 and list(out.glob("*.parquet")), 120)
+    # the pool's workers (the resource tracker is a child too: it ends on its own)
+    workers = [p for p in children(proc.pid) if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+    return proc, workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_stops_the_stage_and_its_workers(landmarks_job, sig):
+    argv, env, out = landmarks_job
+    proc, workers = start_and_wait_for_workers(argv, env, out)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert "error: interrupted" in err and "Traceback" not in err
+    assert wait_until(lambda: not any(alive(w) for w in workers), 5), "workers outlived their stage"
+    assert not (out / "manifest.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "a temp file was left behind"
+    for f in out.glob("*.parquet"):  # whatever has a real name is whole
+        assert pq.read_table(f).num_rows == 24
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_stage_stops_its_workers_and_nothing_is_written_after(landmarks_job):
+    argv, env, out = landmarks_job
+    proc, workers = start_and_wait_for_workers(argv, env, out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert wait_until(lambda: not any(alive(w) for w in workers), 10), "workers outlived a killed stage"
+    written = sorted(p.name for p in out.glob("*.parquet"))
+    time.sleep(2)
+    assert sorted(p.name for p in out.glob("*.parquet")) == written  # nothing appears after the stage died
+    assert len(written) < 8 and not (out / "manifest.json").exists()
+    for f in out.glob("*.parquet"):
+        assert pq.read_table(f).num_rows == 24
