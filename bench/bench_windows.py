@@ -23,14 +23,16 @@ def table() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     n = N_VIDEOS * FRAMES
     vid = np.repeat(np.arange(N_VIDEOS), FRAMES)
-    df = pd.DataFrame({
-        # id columns as the features stage writes them (categoricals)
-        "video": pd.Categorical([f"v{i:03d}" for i in vid]),
-        "subject": pd.Categorical([f"s{i % 20:02d}" for i in vid]),
-        "label": pd.Categorical(np.array(["normal", "phonecall", "text", "yawn"])[vid % 4]),
-        "frame": np.tile(np.arange(FRAMES, dtype=np.int32), N_VIDEOS),
-        "t": np.tile(np.arange(FRAMES) / 15, N_VIDEOS),
-    })
+    df = pd.DataFrame(
+        {
+            # id columns as the features stage writes them (categoricals)
+            "video": pd.Categorical([f"v{i:03d}" for i in vid]),
+            "subject": pd.Categorical([f"s{i % 20:02d}" for i in vid]),
+            "label": pd.Categorical(np.array(["normal", "phonecall", "text", "yawn"])[vid % 4]),
+            "frame": np.tile(np.arange(FRAMES, dtype=np.int32), N_VIDEOS),
+            "t": np.tile(np.arange(FRAMES) / 15, N_VIDEOS),
+        }
+    )
     for name in REGISTRY:
         df[name] = rng.normal(size=n).astype(np.float32)
     df["face_present"] = np.float32(1)
@@ -61,9 +63,11 @@ def main() -> None:
     f_bare = best_of(bare)
     for baseline in (False, True):
         f_stage = best_of(lambda b=baseline: stage(b))
-        print(f"windowing {n} frame-rows, size {wp.size}, stride {wp.stride}, subject_baseline={baseline}: "
-              f"bare {f_bare / 1e6:.2f} M rows/s | stage {f_stage / 1e6:.2f} M rows/s | ratio {f_stage / f_bare:.2f}"
-              " (goal >= 0.5)")
+        print(
+            f"windowing {n} frame-rows, size {wp.size}, stride {wp.stride}, subject_baseline={baseline}: "
+            f"bare {f_bare / 1e6:.2f} M rows/s | stage {f_stage / 1e6:.2f} M rows/s | ratio {f_stage / f_bare:.2f}"
+            " (goal >= 0.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,12 +32,23 @@ def main() -> None:
                 f = feats[feats["video"] == f"videos__s{si + 1:02d}_{label}_{k + 1}"].sort_values("frame")
                 if len(f) != n:
                     continue  # quarantined or resampled differently
-                rows.append(pd.DataFrame({
-                    "subject": si, "c_yaw": sc["yaw"], "c_pitch": sc["pitch"], "c_roll": sc["roll"],
-                    "c_mouth": sc["mouth"], "c_eyes": sc["eyes"], "yaw": f["yaw"].to_numpy(),
-                    "pitch": f["pitch"].to_numpy(), "roll": f["roll"].to_numpy(), "mar": f["mar"].to_numpy(),
-                    "ear": (f["ear_left"].to_numpy() + f["ear_right"].to_numpy()) / 2,
-                }))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "subject": si,
+                            "c_yaw": sc["yaw"],
+                            "c_pitch": sc["pitch"],
+                            "c_roll": sc["roll"],
+                            "c_mouth": sc["mouth"],
+                            "c_eyes": sc["eyes"],
+                            "yaw": f["yaw"].to_numpy(),
+                            "pitch": f["pitch"].to_numpy(),
+                            "roll": f["roll"].to_numpy(),
+                            "mar": f["mar"].to_numpy(),
+                            "ear": (f["ear_left"].to_numpy() + f["ear_right"].to_numpy()) / 2,
+                        }
+                    )
+                )
     d = pd.concat(rows).groupby("subject").transform(lambda x: x - x.mean()).dropna()
     print(f"demo fidelity over {len(d)} frames (per-subject mean removed):")
     for c, m in (("c_yaw", "yaw"), ("c_pitch", "pitch"), ("c_roll", "roll"), ("c_mouth", "mar"), ("c_eyes", "ear")):
