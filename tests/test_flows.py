@@ -415,14 +415,18 @@ def empty_dvc_project(work: Path) -> Path:
 
 def toy_workspace(work: Path) -> Path:
     """A one-stage DVC project (the flow is generic over DVC pipelines): ``toy`` writes train.epochs
-    to out.txt, and fails with a clear message when it is 3."""
+    to out.txt, fails with a clear message when it is 3, and when it is 5 writes its pid to
+    started.txt and takes two minutes (to be stopped)."""
     empty_dvc_project(work)
     write_params(
         work, {"schedule": {"cron": "0 3 * * *", "watch_interval_s": 0.2, "settle_s": 0.5}, "train": {"epochs": 1}}
     )
     stage = (
-        "import sys, yaml; e = yaml.safe_load(open('params.yaml'))['train']['epochs']; "
-        "sys.exit('error: the toy stage refuses 3 epochs') if e == 3 else open('out.txt', 'w').write(str(e))"
+        "import os, sys, time, yaml; e = yaml.safe_load(open('params.yaml'))['train']['epochs']; "
+        "sys.exit('error: the toy stage refuses 3 epochs') if e == 3 else None; "
+        "open('started.txt', 'w').write(str(os.getpid())) if e == 5 else None; "
+        "time.sleep(120) if e == 5 else None; "
+        "open('out.txt', 'w').write(str(e))"
     )
     dvc_yaml = {"stages": {"toy": {"cmd": f'python -c "{stage}"', "params": ["train.epochs"], "outs": ["out.txt"]}}}
     (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
@@ -548,3 +552,84 @@ def test_stages_behind_an_unchanged_stage_are_not_handed_to_dvc(tmp_path, prefec
     tasks = task_states(state.state_details.flow_run_id)
     assert "b" in tasks and "c" not in tasks  # DVC was asked about b (a ran), not about c
     assert stale_stages.fn(str(work)) == {}  # and DVC agrees c is up to date
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not cond():
+        time.sleep(0.2)
+    return cond()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stopping_flows_run_stops_its_stage(tmp_path, prefect_server, sig):
+    """SIGTERM or Ctrl-C on `python -m flows run`: the stage's process group is stopped within seconds,
+    nothing is written under the output's real name."""
+    import signal
+
+    work = toy_workspace(tmp_path / "w")
+    write_params(work, {**read_params(work), "train": {"epochs": 5}})
+    env = {**dvc_env(), "PREFECT_API_URL": prefect_server}
+    cmd = [sys.executable, "-m", "flows", "run", "--workspace", str(work)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = work / "started.txt"
+    assert wait_for(lambda: started.exists() and started.read_text(), 120), proc.stdout.read() if proc.poll() else ""
+    stage_pid = int(started.read_text())
+    t0 = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    proc.communicate(timeout=60)
+    assert wait_for(lambda: not pid_alive(stage_pid), 10), "the stage outlived the flow run"
+    assert time.monotonic() - t0 < 30
+    assert not (work / "out.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stopping_serve_cancels_the_run_in_progress_and_leaves_nothing(tmp_path, sig):
+    """`make serve` on SIGTERM or Ctrl-C with a run in progress: the run is cancelled (its stage stopped,
+    marked Cancelled), then deployment, watcher and server stop; no process of it is left."""
+    import signal
+
+    work = toy_workspace(tmp_path / "w")
+    port = _free_port()
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    cmd = [sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: "watching params.yaml" in log_path.read_text() or proc.poll() is not None, 180)
+        time.sleep(3)  # the deployment registers its trigger
+        write_params(work, {**read_params(work), "train": {"epochs": 5}})  # -> event -> a run that takes 2 min
+        started = work / "started.txt"
+        assert wait_for(lambda: started.exists() and started.read_text(), 180), log_path.read_text()[-3000:]
+        stage_pid = int(started.read_text())
+        group = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if str(work) in _cmdline(p)]
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = log_path.read_text()
+    assert "cancelling flow run" in text and ": Cancelled" in text, text[-3000:]
+    assert not pid_alive(stage_pid)
+    assert not (work / "out.txt").exists()
+    left = [p for p in group if pid_alive(p)]
+    assert not left, [(_cmdline(Path(f"/proc/{p}/cmdline"))) for p in left]
+
+
+def _cmdline(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
