@@ -1,0 +1,1 @@
+"""What every stage shares: params, errors, atomic files, the per-video pool, the stage runtime."""

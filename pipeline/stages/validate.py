@@ -215,6 +215,8 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # it sets INFO on itself at import
+
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("pipeline")

@@ -1,0 +1,1 @@
+"""Geometry (letterbox, head frame), video I/O and the MediaPipe adapter."""
