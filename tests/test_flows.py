@@ -43,8 +43,9 @@ from tests.conftest import ROOT, dvc_env, make_workspace, read_params, write_par
 def test_plan_follows_the_real_dvc_dag():
     dag = stage_dag.fn(str(ROOT))  # real `dvc dag --dot` of this project
     models = read_params(ROOT)["train"]["models"]
-    assert dag.stages[:6] == ("demo", "frames", "landmarks", "features", "windows", "validate")
+    assert dag.stages[:7] == ("check", "demo", "frames", "landmarks", "features", "windows", "validate")
     assert plan([], dag) == []
+    assert plan(["check", "windows"], dag)[0] == "check"  # the params check runs first (dvc.yaml order)
     assert plan(["train@gru"], dag) == ["train@gru", "evaluate@gru", "report"]
     todo = plan(["windows"], dag)
     assert todo[:2] == ["windows", "validate"] and todo[-1] == "report" and "demo" not in todo
