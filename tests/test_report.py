@@ -73,6 +73,7 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
     assert "![comparison](comparison.png)" in md and (reports / "comparison.png").stat().st_size > 1000
     page = (reports / "summary.html").read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "http" not in page
+    assert "<table>" in page and "<code>stats_lr</code>" in page and "<strong>" in page  # a real Markdown renderer
 
 
 def test_pr_comment_builder():
