@@ -285,7 +285,8 @@ def test_flow_runs_stale_stages_keeps_going_resumes_and_publishes(tmp_path, pref
     # 1. a stage fails: the run fails with the stage's own message; independent stages still ran
     state = driver_pipeline(workspace=str(work), reason="test: broken gru", return_state=True)
     assert state.is_failed()
-    assert "stage 'train@gru' failed" in state.message and "unexpected keyword argument 'bogus'" in state.message
+    assert "stage 'check' failed" in state.message and "stage 'train@gru' failed" in state.message
+    assert "'hparams.gru.bogus' is not a hyper-parameter of 'gru'" in state.message
     run1 = state.state_details.flow_run_id
     tasks = task_states(run1)
     assert tasks["train@gru"] == "Failed"
@@ -293,14 +294,15 @@ def test_flow_runs_stale_stages_keeps_going_resumes_and_publishes(tmp_path, pref
     assert "evaluate@gru" not in tasks and "report" not in tasks  # downstream of the failure: not run
     logs = run_logs(run1)
     assert "Running stage 'landmarks'" in logs  # each stage's output is in the Prefect log
-    assert "unexpected keyword argument 'bogus'" in logs
+    assert "'hparams.gru.bogus' is not a hyper-parameter" in logs
     # 2. fixed: the next run starts from what DVC already has
     params = read_params(work)
     params["hparams"]["gru"] = {"hidden": 8}
     write_params(work, params)
     state = driver_pipeline(workspace=str(work), reason="test: fixed", return_state=True)
     assert state.is_completed(), state.message
-    assert state.result() == {"status": "ran", "stages": {"train@gru": "ran", "evaluate@gru": "ran", "report": "ran"}}
+    ran = {"check": "ran", "train@gru": "ran", "evaluate@gru": "ran", "report": "ran"}
+    assert state.result() == {"status": "ran", "stages": ran}
     run2 = state.state_details.flow_run_id
     md = artifact(run2, "driver-pipeline-summary")
     assert "Trigger: test: fixed" in md and "| `train@gru` | ran |" in md
