@@ -94,3 +94,24 @@ def test_fast_landmark_reader_matches_the_protobuf_fields():
     np.testing.assert_array_equal(landmark_array(msg, 478), pts)
     msg.landmark[3].visibility = 0.5  # another layout: the general path must take over
     np.testing.assert_array_equal(landmark_array(msg, 478), pts)
+
+
+def test_a_stop_while_the_writer_opens_leaves_nothing(tmp_path, monkeypatch):
+    """A stop signal can land inside ``__enter__`` (between videos); ``__exit__`` never runs then."""
+    import pyarrow.parquet
+
+    from pipeline.contracts.landmarks import LandmarksWriter
+    from pipeline.core.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("stopped by SIGTERM")
+
+    monkeypatch.setattr(pyarrow.parquet, "ParquetWriter", stopped)
+    out = tmp_path / "v.parquet"
+    try:
+        with LandmarksWriter(out, {"video": "v"}):
+            raise AssertionError("the block must not run")
+    except Interrupted:  # checked while the exception lives: a worker exits right here (os._exit)
+        assert list(tmp_path.iterdir()) == [], "neither a temp file nor a renamed partial file may remain"
+    else:
+        raise AssertionError("the stop was swallowed")

@@ -101,10 +101,14 @@ class LandmarksWriter:
     def __enter__(self) -> LandmarksWriter:
         import pyarrow.parquet as pq
 
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        self.schema = schema(self.meta)
-        self.writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
-        self._stack.callback(self.writer.close)  # closed before the rename (LIFO)
+        try:  # ``__exit__`` does not run when ``__enter__`` raises (a stop signal can land here)
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self.schema = schema(self.meta)
+            self.writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+            self._stack.callback(self.writer.close)  # closed before the rename (LIFO)
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)  # not close(): that would rename
+            raise
         return self
 
     def add(self, frame: int, t: float, face: np.ndarray | None, hands: list[Hand]) -> None:

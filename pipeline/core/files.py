@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +24,32 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
-    )
-    os.close(fd)
+    with _signals_deferred():  # a stop signal between create and ``try`` would leak the file
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
+        )
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (their Python handlers then run as usual)."""
+    stop = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    except (AttributeError, OSError):  # not POSIX
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
