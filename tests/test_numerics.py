@@ -1,7 +1,7 @@
 """Same data and params give the same model bytes and metrics whatever instruction set the CPU offers.
 
 Another CPU is simulated on this one with the variables that make MKL, oneDNN and ATen pick other
-kernels (the project pins MKL's branch, ATen's capability, oneDNN off and the thread count)."""
+kernels (the project pins MKL's branch, ATen's capability, oneDNN's ISA and the thread count)."""
 
 from __future__ import annotations
 

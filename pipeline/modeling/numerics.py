@@ -9,8 +9,12 @@ models, i.e. results depend on the CPU that trains them. :func:`pin` fixes every
   MKL offers on both Intel and AMD processors (AVX2/AVX-512 branches are Intel-only);
 * ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2-only and AVX-512
   x86-64 CPU runs the same AVX2 kernels; a CPU without AVX2 is warned about);
-* oneDNN (LSTM/GRU and convolutions): off, so those ops use ATen + MKL, pinned above
-  (oneDNN picks kernels and blockings by ISA and cache size);
+* oneDNN (LSTM and convolutions): ``ONEDNN_MAX_CPU_ISA=AVX``. Capped at AVX2 it would pick
+  its brgemm RNN kernels, whose K-blocking (the order of the sums) follows the CPU's L2
+  cache size; at AVX it runs its gemm-based RNN and plain JIT convolutions, whose blockings
+  are constants (oneDNN 3.x source: the cache-size heuristics left on these paths only
+  split threads for the Threadpool runtime, not PyTorch's OpenMP build, or block copies).
+  Turning oneDNN off instead costs 2.2x in training time (bench/bench_train.py);
 * threads: a fixed count (params ``train.threads``), since reductions split by thread.
 
 The environment variables are read when torch loads MKL and dispatches its first kernel, so
@@ -24,7 +28,7 @@ import os
 import sys
 
 log = logging.getLogger(__name__)
-PINNED_ENV = {"MKL_CBWR": "COMPATIBLE,STRICT", "ATEN_CPU_CAPABILITY": "avx2"}
+PINNED_ENV = {"MKL_CBWR": "COMPATIBLE,STRICT", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX"}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -37,7 +41,7 @@ def pin(threads: int) -> None:
         os.environ[k] = str(threads)
     import torch
 
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = True  # capped by ONEDNN_MAX_CPU_ISA above
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     cap = torch.backends.cpu.get_cpu_capability()
