@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,9 @@ def run(
 ) -> None:
     """One flow run now: dvc status, the stale stages as tasks, artifacts. Uses $PREFECT_API_URL
     (without it Prefect starts a temporary local server for the run)."""
+    # The temporary server's telemetry service races its own start-up for the SQLite file
+    # ("database is locked" traceback); we send no telemetry anyway. Read when prefect loads.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline_flow import driver_pipeline
     from pipeline.core.config import load_params
 

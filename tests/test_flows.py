@@ -460,6 +460,19 @@ def test_flows_run_cli_reports_ran_up_to_date_and_failure(tmp_path, prefect_serv
     assert (work / "out.txt").read_text() == "1"
 
 
+@pytest.mark.slow
+def test_make_flow_on_a_temporary_server_prints_no_library_traceback(tmp_path):
+    """`make flow` as a newcomer runs it: no PREFECT_API_URL (Prefect starts a temporary server)
+    and no Prefect settings of ours in the environment."""
+    work = toy_workspace(tmp_path / "w")
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # its own SQLite file, not the harness's
+    cmd = [sys.executable, "-m", "flows", "run", "--workspace", str(work)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "'status': 'ran'" in res.stdout, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "database is locked" not in res.stderr, res.stderr[-3000:]
+
+
 def _free_port() -> int:
     import socket
 

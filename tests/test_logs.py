@@ -58,14 +58,14 @@ def test_landmarks_stderr_has_no_mediapipe_chatter(clip_frames, tmp_path, worker
 
 @pytest.mark.slow
 def test_train_and_evaluate_stderr_has_no_library_warnings(tmp_path):
-    wdir = make_set(tmp_path / "w")
+    wdir = make_set(tmp_path / "w", n=(240, 60, 100))  # more windows to explain than one IG batch
     params = tmp_path / "params.yaml"
     params.write_text(
         yaml.safe_dump(
             {
                 "train": {"models": ["lstm_attn"], "epochs": 2, "patience": 2},
                 "hparams": {"lstm_attn": {"hidden": 8}},
-                "evaluate": {"explain_windows": 70},
+                "evaluate": {"explain_windows": 100},
             }
         )
     )

@@ -1,9 +1,13 @@
 """The Great Expectations gate bites: each injected contract breach fails with the right message."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.contracts import windows as WC
 from pipeline.contracts.features import REGISTRY
@@ -12,6 +16,7 @@ from pipeline.core.errors import ValidationFailed
 from pipeline.core.files import write_table
 from pipeline.stages import validate as V
 from pipeline.stages import windows as W
+from tests.conftest import ROOT
 from tests.test_windows import CLASSES, fake_features
 
 FEATS = ("ear_left", "mar", "yaw", "face_present")
@@ -168,3 +173,19 @@ def test_warnings_pass_but_are_reported(clean, tmp_path):
     assert summary["warnings"] == 1
     text = (tmp_path / "report" / "summary.md").read_text()
     assert text.startswith("# Data validation: PASSED with warnings") and f"video={first}" in text
+
+
+def test_the_stage_cli_prints_its_own_lines_only(clean, tmp_path):
+    """GX logs at INFO on some of its own loggers ("Created temporary directory ... for ephemeral docs site")."""
+    _, df, wdir = clean
+    df.to_parquet(tmp_path / "features.parquet")
+    (tmp_path / "quarantine.json").write_text('{"quarantined": []}')
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"windows": {"size": 10, "stride": 5, "features": list(FEATS)}}))
+    cmd = [sys.executable, "-m", "pipeline.stages", "validate", "--params", str(p)]
+    cmd += ["--features", str(tmp_path / "features.parquet"), "--windows", str(wdir)]
+    cmd += ["--quarantine", str(tmp_path / "quarantine.json"), "--out", str(tmp_path / "report")]
+    res = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == "", res.stderr  # the summary goes to stdout; nothing else to say
+    assert '"warnings": 0' in res.stdout

@@ -65,8 +65,6 @@ def quiet_libraries() -> None:
     """Silence known, harmless library chatter at its source (never stderr as a whole)."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    # captum asks for internal_batch_size on every call; we pass one, it still warns on the last chunk
-    warnings.filterwarnings("ignore", message=r".*internal_batch_size.*", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*Setting forward, backward hooks.*", category=UserWarning)
 
 

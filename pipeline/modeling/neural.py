@@ -26,6 +26,8 @@ from pipeline.modeling.zoo import n_parameters
 if TYPE_CHECKING:
     from pipeline.core.config import TrainParams
 
+IG_CHUNK = 16  # windows per Integrated-Gradients call
+
 log = logging.getLogger(__name__)
 
 
@@ -122,11 +124,18 @@ class NeuralClassifier(Classifier):
         from captum.attr import IntegratedGradients
 
         ig = IntegratedGradients(self.module)
-        xt = torch.tensor(x, requires_grad=True)
-        attr = ig.attribute(
-            xt, baselines=torch.zeros_like(xt), target=torch.tensor(target), n_steps=steps, internal_batch_size=64
-        )
-        return attr.detach().abs().numpy()
+        out = []
+        for i in range(0, len(x), IG_CHUNK):  # IG_CHUNK windows x steps per forward: bounded memory
+            xt = torch.tensor(x[i : i + IG_CHUNK], requires_grad=True)
+            attr = ig.attribute(
+                xt,
+                baselines=torch.zeros_like(xt),
+                target=torch.tensor(target[i : i + IG_CHUNK]),
+                n_steps=steps,
+                internal_batch_size=len(xt) * steps,
+            )
+            out.append(attr.detach().abs().numpy())
+        return np.concatenate(out) if out else np.zeros_like(x)
 
     # --- persistence ---------------------------------------------------------------------------
     def state_bytes(self) -> bytes:

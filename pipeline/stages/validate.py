@@ -215,7 +215,9 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # it sets INFO on itself at import
+    for name in ["great_expectations", *logging.root.manager.loggerDict]:  # GX sets INFO on some at import
+        if name.startswith("great_expectations"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
