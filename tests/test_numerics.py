@@ -39,7 +39,8 @@ def fingerprint(root, wdir, params, env) -> dict:
         run_stage("evaluate", *common, "--reports", str(root / "reports"), env=env)
         metrics = json.loads((root / "reports" / m / "metrics.json").read_text())
         metrics.pop("latency_ms")  # a timing, not a result
-        out[m] = ((root / "models" / m / "model.pt").read_bytes(), metrics)
+        log = (root / "reports" / m / "train_log.csv").read_bytes()
+        out[m] = ((root / "models" / m / "model.pt").read_bytes(), log, metrics)
     return out
 
 
@@ -63,7 +64,8 @@ def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
     for name, got in runs.items():
         for m in MODELS:
             assert got[m][0] == reference[m][0], f"{m}: other model bytes with {name}"
-            assert got[m][1] == reference[m][1], f"{m}: other metrics with {name}"
+            assert got[m][1] == reference[m][1], f"{m}: other train_log.csv with {name}"
+            assert got[m][2] == reference[m][2], f"{m}: other metrics with {name}"
 
 
 UNPINNED = """

@@ -14,7 +14,6 @@ import inspect
 import io
 import logging
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +62,6 @@ class NeuralClassifier(Classifier):
         history = []
         bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=None, leave=False)
         for epoch in bar:
-            t0 = time.perf_counter()
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch, cfg)
             model.train()
@@ -90,7 +88,6 @@ class NeuralClassifier(Classifier):
                     "val_loss": float(loss_fn(va_logits, yv)),
                     "val_f1": macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes),
                     "lr": opt.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - t0,
                 }
             history.append(row)
             bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")

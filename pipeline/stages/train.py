@@ -2,15 +2,16 @@
 
 Writes the trained-model contract ``models/<name>/{config.json, weights}``
 (pipeline/contracts/model.py) and a per-epoch log ``reports/models/<name>/train_log.csv``
-(epoch, train/val loss and macro-F1, lr, seconds). Training runs with pinned CPU numerics
-(pipeline/modeling/numerics.py), so the same data and params give the same bytes on any
-x86-64 CPU.
+(epoch, train/val loss and macro-F1, lr; no timings, so it too repeats byte for byte).
+Training runs with pinned CPU numerics (pipeline/modeling/numerics.py), so the same data
+and params give the same bytes on any x86-64 CPU; the training time goes to the log only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +37,9 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     n_classes = len(meta["classes"])
     log.info("train %s on %d windows (val %d), %s", name, len(ytr), len(yva), hparams or "default hparams")
     model = registry.create(name, xtr.shape[2], n_classes, xtr.shape[1], hparams, seed=params.train.seed)
+    t0 = time.perf_counter()
     history = model.fit((xtr, ytr), (xva, yva), n_classes, params.train)
+    seconds = time.perf_counter() - t0
     card = ModelCard.for_windows(name, meta, hparams, model.weights_file)
     card = dataclasses.replace(card, parameters=model.n_parameters())
     out = models_dir / name
@@ -46,7 +49,7 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     with atomic_path(reports_dir / name / "train_log.csv") as tmp:
         pd.DataFrame(history).round(6).to_csv(tmp, index=False)
     best = max(h["val_f1"] for h in history)
-    return {"model": name, "epochs": len(history), "best_val_f1": round(best, 4)}
+    return {"model": name, "epochs": len(history), "best_val_f1": round(best, 4), "seconds": round(seconds, 1)}
 
 
 def main(
