@@ -22,15 +22,16 @@ NEURAL = {
     "stacked_bilstm_attn",
     "transformer",
     "cnn_lstm",
+    "fcn",
 }
 ATTENTION = {"lstm_attn", "bilstm_attn", "stacked_bilstm_attn"}
 
 
 def test_one_registry_knows_every_model_and_what_it_can_do():
-    assert set(registry.names()) == NEURAL | {"majority", "stats_lr"}
+    assert set(registry.names()) == NEURAL | {"majority", "stats_lr", "stats_gbm"}
     assert {n for n in registry.names() if registry.get(n).neural} == NEURAL
     assert {n for n in registry.names() if registry.get(n).attention} == ATTENTION
-    assert {n for n in registry.names() if registry.get(n).baseline} == {"majority", "stats_lr"}
+    assert {n for n in registry.names() if registry.get(n).baseline} == {"majority", "stats_lr", "stats_gbm"}
     with pytest.raises(ModelError, match="unknown model 'lstmm'"):
         registry.get("lstmm")
 
@@ -94,3 +95,29 @@ def test_seeded_creation_is_repeatable_and_state_round_trips(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 12, 6)).astype(np.float32)
     np.testing.assert_array_equal(c.logits(x), a.logits(x))
     assert c.n_parameters() == a.n_parameters() > 0
+
+
+@pytest.mark.parametrize("n_seen", [4, 2])
+def test_stored_boosted_trees_predict_what_scikit_learn_predicts(n_seen):
+    """The GBM baseline is stored as JSON trees and evaluated by our own walker: it must agree with
+    scikit-learn's own raw scores (multiclass, and binary when only two classes were seen)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from pipeline.core.config import TrainParams
+    from pipeline.modeling.base import window_stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12, 5)).astype(np.float32)
+    y = np.arange(300) % n_seen
+    x[y == 1, :, 0] += 1.0
+    x[:7, :, 2] = np.nan  # NaN statistics take the learned missing-value branch
+    model = registry.create("stats_gbm", 5, 4, 12, {"max_iter": 30}, seed=0)
+    model.fit((x, y), (x[:40], y[:40]), 4, TrainParams(class_weights=False))
+    ref = HistGradientBoostingClassifier(**model.settings, early_stopping=False, random_state=0)
+    ref.fit(window_stats(x), y)
+    np.testing.assert_allclose(model.raw(window_stats(x).astype(np.float64)), ref._raw_predict(window_stats(x)))
+    again = registry.create("stats_gbm", 5, 4, 12, {"max_iter": 30}, seed=1)
+    again.load_state(model.state_bytes())
+    logits = again.logits(x)
+    assert logits.shape == (300, 4) and (logits[:, n_seen:] < -1e8).all()  # unseen classes never win
+    np.testing.assert_array_equal(logits.argmax(1), ref.predict(window_stats(x)))

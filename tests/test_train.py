@@ -56,16 +56,19 @@ def make_set(root, seed=0, shuffle_train=False, n=(240, 60, 60)):
     return root
 
 
-def params(models=("stats_lr", "gru"), **train):
+def params(models=("stats_lr", "stats_gbm", "gru", "fcn"), **train):
     return parse_params(
-        {"train": {"models": list(models), "epochs": 25, "patience": 25, **train}, "hparams": {"gru": {"hidden": 16}}}
+        {
+            "train": {"models": list(models), "epochs": 25, "patience": 25, **train},
+            "hparams": {"gru": {"hidden": 16}, "fcn": {"channels": 16}, "stats_gbm": {"max_iter": 50}},
+        }
     )
 
 
 def test_generic_data_set_trains_without_code_changes(tmp_path):
     wdir = make_set(tmp_path / "w")
     p = params()
-    for name in ("stats_lr", "gru"):
+    for name in ("stats_lr", "stats_gbm", "gru", "fcn"):  # baselines, recurrent and 1D-CNN on another shape
         T.run(p, name, wdir, tmp_path / "models", tmp_path / "reports")
         cfg = json.loads((tmp_path / "models" / name / "config.json").read_text())
         assert (cfg["n_features"], cfg["n_classes"], cfg["window"]) == (7, 3, 20) and cfg["classes"] == CLASSES
@@ -93,7 +96,7 @@ def test_shuffled_training_labels_fall_to_chance(tmp_path):
     wdir = make_set(tmp_path / "w", shuffle_train=True, n=(150, 60, 120))
     p = params()
     x, y, _, _ = load_split(wdir, "test")
-    for name in ("stats_lr", "gru"):
+    for name in ("stats_lr", "stats_gbm", "gru", "fcn"):  # baselines, recurrent and 1D-CNN on another shape
         T.run(p, name, wdir, tmp_path / "models", tmp_path / "reports")
         f1 = macro_f1(y, Predictor.load(tmp_path / "models" / name).proba(x).argmax(1), 3)
         assert f1 < 0.5, (name, f1)  # chance is 0.33; the unshuffled set scores > 0.8

@@ -65,6 +65,13 @@ SPECS: dict[str, ModelSpec] = {
             neural=False,
             baseline=True,
         ),
+        ModelSpec(
+            "stats_gbm",
+            f"{_BASE}:StatsGBM",
+            "gradient-boosted trees on per-window statistics",
+            neural=False,
+            baseline=True,
+        ),
         ModelSpec("rnn", f"{_ZOO}:rnn", "Elman RNN, last hidden state"),
         ModelSpec("gru", f"{_ZOO}:gru", "GRU, last hidden state"),
         ModelSpec("lstm", f"{_ZOO}:lstm", "LSTM, last hidden state"),
@@ -81,6 +88,7 @@ SPECS: dict[str, ModelSpec] = {
             attention=True,
         ),
         ModelSpec("transformer", f"{_ZOO}:transformer", "small transformer encoder, mean-pooled"),
+        ModelSpec("fcn", f"{_ZOO}:fcn", "fully convolutional network (3 conv blocks, global pooling)"),
         ModelSpec("cnn_lstm", f"{_ZOO}:cnn_lstm", "temporal convolutions feeding an LSTM"),
     )
 }

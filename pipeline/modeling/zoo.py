@@ -254,6 +254,28 @@ class CNNLSTM(nn.Module):
         return self.head(self.drop(hn[-1]))
 
 
+class FCN(nn.Module):
+    """Fully convolutional network (Wang, Yan & Oates 2017): three conv-BN-ReLU blocks with
+    kernels 8, 5, 3 and channels c, 2c, c, then global average pooling over time."""
+
+    def __init__(self, n_features: int, n_classes: int, channels: int = 128, dropout: float = 0.2) -> None:
+        super().__init__()
+        widths = (channels, 2 * channels, channels)
+        layers: list[nn.Module] = []
+        c_in = n_features
+        for c, k in zip(widths, (8, 5, 3), strict=True):
+            pad = nn.ConstantPad1d(((k - 1) // 2, k // 2), 0.0)  # "same" length, also for the even kernel
+            layers += [pad, nn.Conv1d(c_in, c, k, bias=False), nn.BatchNorm1d(c), nn.ReLU()]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x.transpose(1, 2))  # (B, C, T)
+        return self.head(self.drop(h.mean(2)))
+
+
 def transformer(
     n_features: int,
     n_classes: int,
@@ -277,6 +299,10 @@ def cnn_lstm(
     dropout: float = 0.2,
 ) -> nn.Module:
     return CNNLSTM(n_features, n_classes, window, channels, kernel, hidden, dropout)
+
+
+def fcn(n_features: int, n_classes: int, window: int, channels: int = 128, dropout: float = 0.2) -> nn.Module:
+    return FCN(n_features, n_classes, channels, dropout)
 
 
 def n_parameters(model: nn.Module) -> int:
