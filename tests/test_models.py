@@ -28,10 +28,15 @@ ATTENTION = {"lstm_attn", "bilstm_attn", "stacked_bilstm_attn"}
 
 
 def test_one_registry_knows_every_model_and_what_it_can_do():
-    assert set(registry.names()) == NEURAL | {"majority", "stats_lr", "stats_gbm"}
+    assert set(registry.names()) == NEURAL | {"majority", "stats_lr", "stats_gbm", "minirocket"}
     assert {n for n in registry.names() if registry.get(n).neural} == NEURAL
     assert {n for n in registry.names() if registry.get(n).attention} == ATTENTION
-    assert {n for n in registry.names() if registry.get(n).baseline} == {"majority", "stats_lr", "stats_gbm"}
+    assert {n for n in registry.names() if registry.get(n).baseline} == {
+        "majority",
+        "stats_lr",
+        "stats_gbm",
+        "minirocket",
+    }
     with pytest.raises(ModelError, match="unknown model 'lstmm'"):
         registry.get("lstmm")
 
@@ -121,3 +126,25 @@ def test_stored_boosted_trees_predict_what_scikit_learn_predicts(n_seen):
     logits = again.logits(x)
     assert logits.shape == (300, 4) and (logits[:, n_seen:] < -1e8).all()  # unseen classes never win
     np.testing.assert_array_equal(logits.argmax(1), ref.predict(window_stats(x)))
+
+
+def test_minirocket_state_reproduces_sktimes_transform_and_predictions():
+    """The stored MiniRocket calls sktime's numba kernel with its JSON parameters: the features must
+    equal what sktime's own fitted transformer gives (an sktime upgrade that breaks this fails here)."""
+    from sktime.transformations.rocket import MiniRocketMultivariate
+
+    from pipeline.core.config import TrainParams
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 20, 4)).astype(np.float32)
+    y = np.arange(60) % 3
+    x[y == 1, :, 0] += np.sin(np.linspace(0, 6, 20)).astype(np.float32)
+    model = registry.create("minirocket", 4, 3, 20, {"num_kernels": 336}, seed=0)
+    model.fit((x, y), (x[:20], y[:20]), 3, TrainParams())
+    ref = MiniRocketMultivariate(num_kernels=336, random_state=0, n_jobs=1).fit(x.transpose(0, 2, 1))
+    np.testing.assert_array_equal(model._features(x), np.asarray(ref.transform(x.transpose(0, 2, 1)), np.float64))
+    again = registry.create("minirocket", 4, 3, 20, {"num_kernels": 336}, seed=5)
+    again.load_state(model.state_bytes())
+    np.testing.assert_array_equal(again.logits(x), model.logits(x))
+    with pytest.raises(ModelError, match="at least 9 time steps"):
+        registry.create("minirocket", 4, 3, 8, {}, seed=0).fit((x[:, :8], y), (x[:5, :8], y[:5]), 3, TrainParams())

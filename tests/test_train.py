@@ -56,11 +56,16 @@ def make_set(root, seed=0, shuffle_train=False, n=(240, 60, 60)):
     return root
 
 
-def params(models=("stats_lr", "stats_gbm", "gru", "fcn"), **train):
+def params(models=("stats_lr", "stats_gbm", "minirocket", "gru", "fcn"), **train):
     return parse_params(
         {
             "train": {"models": list(models), "epochs": 25, "patience": 25, **train},
-            "hparams": {"gru": {"hidden": 16}, "fcn": {"channels": 16}, "stats_gbm": {"max_iter": 50}},
+            "hparams": {
+                "gru": {"hidden": 16},
+                "fcn": {"channels": 16},
+                "stats_gbm": {"max_iter": 50},
+                "minirocket": {"num_kernels": 840},
+            },
         }
     )
 
@@ -68,7 +73,13 @@ def params(models=("stats_lr", "stats_gbm", "gru", "fcn"), **train):
 def test_generic_data_set_trains_without_code_changes(tmp_path):
     wdir = make_set(tmp_path / "w")
     p = params()
-    for name in ("stats_lr", "stats_gbm", "gru", "fcn"):  # baselines, recurrent and 1D-CNN on another shape
+    for name in (
+        "stats_lr",
+        "stats_gbm",
+        "minirocket",
+        "gru",
+        "fcn",
+    ):  # baselines, recurrent and 1D-CNN on another shape
         T.run(p, name, wdir, tmp_path / "models", tmp_path / "reports")
         cfg = json.loads((tmp_path / "models" / name / "config.json").read_text())
         assert (cfg["n_features"], cfg["n_classes"], cfg["window"]) == (7, 3, 20) and cfg["classes"] == CLASSES

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.core.errors import ModelError
 from pipeline.modeling.base import Classifier, Split, macro_f1, window_stats
 
 if TYPE_CHECKING:
@@ -191,3 +192,75 @@ def _tree_values(tree: dict[str, list], s: np.ndarray) -> np.ndarray:
         go_left = np.where(np.isnan(v), nan_left[node], v <= thr[node])
         node = np.where(leaf[node], node, np.where(go_left, left[node], right[node]))
     return np.asarray(tree["value"], dtype=np.float64)[node]
+
+
+class MiniRocket(Classifier):
+    """MiniRocket (Dempster, Schmidt & Webb 2021; sktime's multivariate implementation): thousands of
+    fixed random dilated convolutions summarised as proportions of positive values, then a ridge
+    classifier with cross-validated regularisation. A state-of-the-art reference for small
+    multivariate sequence sets.
+
+    Stored as JSON: the transform's fitted parameters (dilations, channel choices, biases), the
+    feature scaling and the ridge weights. The transform is sktime's numba kernel; numba compiles
+    it for a generic x86-64 target (``NUMBA_CPU_NAME=generic``, set with the pinned numerics), so
+    its ``fastmath`` code is the same on every CPU.
+    """
+
+    weights_file = "baseline.json"
+
+    def __init__(self, n_features: int, n_classes: int, window: int, num_kernels: int = 10_000) -> None:
+        self.n_classes, self.num_kernels = n_classes, num_kernels
+        self.state: dict[str, Any] = {}
+
+    @staticmethod
+    def _panel(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)  # (N, T, F) -> (N, F, T)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        from sktime.transformations.rocket._minirocket_multi_numba import _transform_multi
+
+        params = tuple(np.asarray(p, dtype=dt) for p, dt in zip(self.state["transform"], _PARAM_DTYPES, strict=True))
+        return np.asarray(_transform_multi(self._panel(x), params), dtype=np.float64)
+
+    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+        from sklearn.linear_model import RidgeClassifierCV
+        from sktime.transformations.rocket import MiniRocketMultivariate
+
+        x, y = train
+        if x.shape[1] < 9:
+            raise ModelError(f"minirocket needs windows of at least 9 time steps; these have {x.shape[1]}")
+        tr = MiniRocketMultivariate(num_kernels=self.num_kernels, random_state=cfg.seed, n_jobs=1)
+        tr.fit(self._panel(x))
+        self.state = {"kind": "minirocket", "transform": [np.asarray(p).tolist() for p in tr.parameters]}
+        f = self._features(x)
+        mean, scale = f.mean(0), f.std(0) + 1e-8
+        weight = "balanced" if cfg.class_weights else None
+        clf = RidgeClassifierCV(alphas=np.logspace(-3, 3, 10), class_weight=weight).fit((f - mean) / scale, y)
+        coef = np.zeros((n_classes, f.shape[1]))
+        intercept = np.full(n_classes, -1e9)  # a class never seen in training is never predicted
+        binary = len(clf.classes_) == 2
+        coef[clf.classes_] = np.vstack([-clf.coef_, clf.coef_]) if binary else clf.coef_
+        intercept[clf.classes_] = np.r_[-clf.intercept_, clf.intercept_] if binary else clf.intercept_
+        self.state.update(
+            mean=mean.tolist(), scale=scale.tolist(), coef=coef.tolist(), intercept=intercept.tolist(), alpha=clf.alpha_
+        )
+        return _scores(self, train, val, n_classes)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        st = self.state
+        f = (self._features(x) - np.asarray(st["mean"])) / np.asarray(st["scale"])
+        return f @ np.asarray(st["coef"]).T + np.asarray(st["intercept"])
+
+    def state_bytes(self) -> bytes:
+        return _json(self.state)
+
+    def load_state(self, data: bytes) -> None:
+        self.state = json.loads(data)
+
+    def n_parameters(self) -> int:
+        return int(np.size(self.state.get("coef", [])) + np.size(self.state.get("intercept", [])))
+
+
+# dtypes of sktime's MiniRocketMultivariate.parameters, in order: channels per combination,
+# channel indices, dilations, features per dilation, biases
+_PARAM_DTYPES = (np.int32, np.int32, np.int32, np.int32, np.float32)

@@ -28,7 +28,12 @@ import os
 import sys
 
 log = logging.getLogger(__name__)
-PINNED_ENV = {"MKL_CBWR": "COMPATIBLE,STRICT", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX"}
+PINNED_ENV = {
+    "MKL_CBWR": "COMPATIBLE,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX",
+    "NUMBA_CPU_NAME": "generic",  # numba (MiniRocket) compiles fastmath code for the host CPU otherwise
+}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -72,6 +72,13 @@ SPECS: dict[str, ModelSpec] = {
             neural=False,
             baseline=True,
         ),
+        ModelSpec(
+            "minirocket",
+            f"{_BASE}:MiniRocket",
+            "MiniRocket random convolutions + ridge classifier (sktime)",
+            neural=False,
+            baseline=True,
+        ),
         ModelSpec("rnn", f"{_ZOO}:rnn", "Elman RNN, last hidden state"),
         ModelSpec("gru", f"{_ZOO}:gru", "GRU, last hidden state"),
         ModelSpec("lstm", f"{_ZOO}:lstm", "LSTM, last hidden state"),
