@@ -70,6 +70,9 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
     assert summary["best test macro-F1"] == "stats_lr"
     assert "| `stats_lr` |" in md and "| `majority` |" in md and "quarantined inputs: 1" in md
     assert "`v/bad.mp4` (frames: empty file)" in md and "validation: passed" in md
+    assert "## Paired comparison (test split)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `stats_lr` | 1.0") or "| `stats_lr` |" in line)
+    assert "** [" in row  # test macro-F1 with its subject-bootstrap interval
     assert "![comparison](comparison.png)" in md and (reports / "comparison.png").stat().st_size > 1000
     page = (reports / "summary.html").read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "http" not in page
@@ -109,3 +112,30 @@ def test_sweep_table_from_metrics_files(tmp_path):
     t = sweep.table(rows)
     assert list(t.index) == ["gru", "lstm"] and list(t.columns) == [30, 90]
     assert t.loc["gru", 90] == 0.9
+
+
+def test_models_inside_the_noise_are_reported_as_a_tie_and_the_smallest_is_named():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    subjects = np.repeat([f"s{i}" for i in range(8)], 20)
+    y = np.tile(np.arange(2), 80)
+    good = np.where(rng.random(160) < 0.9, y, 1 - y)
+    almost = good.copy()
+    almost[:3] = 1 - almost[:3]  # three windows apart: inside the noise
+    bad = np.where(rng.random(160) < 0.55, y, 1 - y)
+    metrics = {
+        "bilstm": fake_metrics(0.9, 0.0, 0.5),
+        "gru": fake_metrics(0.88, 0.0, 0.5),
+        "stats_lr": fake_metrics(0.5, 0, 0),
+    }
+    metrics["gru"]["parameters"] = 10
+    preds = {"bilstm": good, "gru": almost, "stats_lr": bad}
+    metrics["bilstm"]["test"]["macro_f1"] = 1.0  # the best by point estimate
+    paired = R.paired_comparisons(metrics, y, preds, subjects, 2)
+    assert not paired["gru"]["vs_best"].excludes_zero()
+    assert paired["stats_lr"]["vs_best"].excludes_zero()
+    assert R.tied_with_best(paired) == ["bilstm", "gru"]
+    assert R.smallest(metrics, R.tied_with_best(paired)) == "gru"
+    table = "\n".join(R.paired_table(metrics, paired, 8))
+    assert "| `gru` | 0.880 |" in table and "| tie |" in table and "| worse |" in table

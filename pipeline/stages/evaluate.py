@@ -156,6 +156,19 @@ def explanation_metrics(e: Explanations, y: np.ndarray, pred: np.ndarray, classe
     return out
 
 
+def test_intervals(y: np.ndarray, prob: np.ndarray, index: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """95% intervals of test macro-F1 and per-class precision/recall from resampling test subjects."""
+    from pipeline.evaluation.intervals import subject_bootstrap
+
+    res = subject_bootstrap(y, prob.argmax(1), index["subject"].to_numpy(), classes)
+    return {
+        "method": "bootstrap over test subjects, 2000 replicates, 95% percentile",
+        "subjects": res["subjects"],
+        "macro_f1": res["macro_f1"].as_dict(),
+        "per_class": {c: {k: iv.as_dict() for k, iv in pc.items()} for c, pc in res["per_class"].items()},
+    }
+
+
 def evaluate(predictor: Predictor, data: dict[str, tuple], params: Params) -> Evaluation:
     """Score every split, pick the operating points, explain the test split: no drawing, no files."""
     meta = data["test"][3]
@@ -164,6 +177,7 @@ def evaluate(predictor: Predictor, data: dict[str, tuple], params: Params) -> Ev
     probs = {sp: predictor.proba(data[sp][0]) for sp in SPLITS}
     metrics: dict[str, Any] = {sp: split_metrics(data[sp][1], probs[sp], classes) for sp in SPLITS}
     metrics["gap"] = metrics["train"]["macro_f1"] - metrics["val"]["macro_f1"]
+    metrics["test"]["interval"] = test_intervals(data["test"][1], probs["test"], data["test"][2], classes)
     x_test, y_test, p_test = data["test"][0], data["test"][1], probs["test"]
     ev = params.evaluate
     metrics["operating_points"], curves = operating_points(

@@ -14,19 +14,22 @@ import html
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.contracts.quarantine import read_quarantine
-from pipeline.contracts.windows import read_meta
+from pipeline.contracts.windows import load_split, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json
 from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import registry
 
-SECTIONS = ("title", "data", "recommendation", "comparison", "operating_points", "best_model")
-PR_SECTIONS = ("title", "recommendation", "comparison", "operating_points")
+SECTIONS = ("title", "data", "recommendation", "comparison", "paired", "operating_points", "best_model")
+PR_SECTIONS = ("title", "recommendation", "comparison", "paired", "operating_points")
+TIED = "statistically tied with the best (paired interval of the difference includes 0)"
 
 
 def load_metrics(reports_dir: Path, models: tuple[str, ...]) -> dict[str, dict]:
@@ -93,6 +96,89 @@ def recommend(metrics: dict[str, dict]) -> dict[str, str]:
     }
 
 
+def test_predictions(reports_dir: Path, models: list[str], classes: list[str]) -> tuple[np.ndarray, dict]:
+    """True classes and each model's predicted classes on the test windows (confusion_test.csv, in
+    the test split's window order, the same for every model)."""
+    code = {c: k for k, c in enumerate(classes)}
+    y, preds = None, {}
+    for m in models:
+        df = pd.read_csv(reports_dir / "models" / m / "confusion_test.csv")
+        y = df["actual"].map(code).to_numpy()
+        preds[m] = df["predicted"].map(code).to_numpy()
+    return y, preds
+
+
+def paired_comparisons(
+    metrics: dict[str, dict], y: np.ndarray, preds: dict[str, np.ndarray], subjects: np.ndarray, n_classes: int
+) -> dict[str, dict[str, Any]]:
+    """Each model's test macro-F1 minus the best model's and minus the strongest baseline's, paired over
+    the same resampled test subjects."""
+    from pipeline.evaluation.intervals import paired_difference
+
+    best = max(metrics, key=lambda k: metrics[k]["test"]["macro_f1"])
+    baselines = [k for k in metrics if registry.get(k).baseline]
+    base = max(baselines, key=lambda k: metrics[k]["test"]["macro_f1"]) if baselines else None
+    out = {}
+    for m in metrics:
+        vs_best = paired_difference(y, preds[m], preds[best], subjects, n_classes)
+        vs_base = paired_difference(y, preds[m], preds[base], subjects, n_classes) if base else None
+        out[m] = {"best": best, "vs_best": vs_best, "baseline": base, "vs_baseline": vs_base}
+    return out
+
+
+def tied_with_best(paired: dict[str, dict[str, Any]]) -> list[str]:
+    """The best model and every model whose paired difference to it is inside the noise."""
+    return [m for m, p in paired.items() if m == p["best"] or not p["vs_best"].excludes_zero()]
+
+
+def smallest(metrics: dict[str, dict], names: list[str]) -> str:
+    """Fewest parameters, then lowest latency: the cheapest of equally good models."""
+    return min(names, key=lambda k: (metrics[k]["parameters"], metrics[k]["latency_ms"]))
+
+
+def _iv(iv: Any) -> str:
+    return f"{iv.point:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
+
+
+def paired_table(metrics: dict[str, dict], paired: dict[str, dict[str, Any]], n_subjects: int) -> list[str]:
+    any_p = next(iter(paired.values()))
+    best, base = any_p["best"], any_p["baseline"]
+    lines = [
+        "## Paired comparison (test split)",
+        "",
+        f"Difference in test macro-F1 against the best model (`{best}`) and the strongest baseline "
+        f"(`{base}`), with a 95% interval from resampling test subjects (the same subjects for both "
+        "models). 'tie' = the interval includes 0: the test set cannot tell the two apart.",
+        "",
+        *(
+            [
+                f"**Only {n_subjects} test subjects**: a bootstrap over so few drivers has few distinct "
+                "resamples, so these intervals are coarse. Read a tie as 'not shown to differ'.",
+                "",
+            ]
+            if n_subjects < 5
+            else []
+        ),
+        "| model | test F1 | vs best | | vs strongest baseline | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in sorted(paired, key=lambda k: -metrics[k]["test"]["macro_f1"]):
+        p = paired[m]
+        b = p["vs_best"]
+        verdict_b = "-" if m == best else ("tie" if not b.excludes_zero() else "worse")
+        vb = p["vs_baseline"]
+        verdict_base = (
+            "-"
+            if vb is None or m == base
+            else ("tie" if not vb.excludes_zero() else ("better" if vb.point > 0 else "worse"))
+        )
+        lines.append(
+            f"| `{m}` | {metrics[m]['test']['macro_f1']:.3f} | {'-' if m == best else _iv(b)} | {verdict_b} "
+            f"| {'-' if vb is None or m == base else _iv(vb)} | {verdict_base} |"
+        )
+    return lines
+
+
 def comparison_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
     head = "| model | train F1 | val F1 | test F1 | gap | " + " | ".join(f"{c} P/R" for c in classes)
     head += " | ECE | latency ms | params |"
@@ -100,8 +186,10 @@ def comparison_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
     for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["test"]["macro_f1"]):
         pc = m["test"]["per_class"]
         cells = [f"{pc[c]['precision']:.2f}/{pc[c]['recall']:.2f}" for c in classes]
+        iv = m["test"].get("interval", {}).get("macro_f1")
+        test = f"**{m['test']['macro_f1']:.3f}**" + (f" [{iv['lo']:.2f}, {iv['hi']:.2f}]" if iv else "")
         lines.append(
-            f"| `{name}` | {m['train']['macro_f1']:.3f} | {m['val']['macro_f1']:.3f} | **{m['test']['macro_f1']:.3f}** "
+            f"| `{name}` | {m['train']['macro_f1']:.3f} | {m['val']['macro_f1']:.3f} | {test} "
             f"| {m['gap']:+.3f} | " + " | ".join(cells) + f" | {m['ece']:.3f} | {m['latency_ms']:.2f} | "
             f"{m['parameters']:,} |"
         )
@@ -115,15 +203,24 @@ def comparison_png(metrics: dict[str, dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = sorted(metrics, key=lambda k: metrics[k]["test"]["macro_f1"])
-    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(names) + 1.2))
-    y = range(len(names))
-    for off, sp, color in ((-0.25, "train", "C7"), (0.0, "val", "C0"), (0.25, "test", "C3")):
-        ax.barh([i + off for i in y], [metrics[n][sp]["macro_f1"] for n in names], height=0.25, color=color, label=sp)
-    ax.set_yticks(list(y), names, fontsize=8)
+    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(names) + 1.2))
+    y = np.arange(len(names))
+    test = np.array([metrics[n]["test"]["macro_f1"] for n in names])
+    ivs = [metrics[n]["test"].get("interval", {}).get("macro_f1") for n in names]
+    lo = np.array([iv["lo"] if iv else t for iv, t in zip(ivs, test, strict=True)])
+    hi = np.array([iv["hi"] if iv else t for iv, t in zip(ivs, test, strict=True)])
+    base = [registry.get(n).baseline for n in names]
+    err = [np.clip(test - lo, 0, None), np.clip(hi - test, 0, None)]  # a percentile interval may miss the point
+    ax.errorbar(test, y, xerr=err, fmt="none", ecolor="C3", elinewidth=1.2, capsize=2)
+    ax.scatter(test, y, c=["C7" if b else "C3" for b in base], zorder=3, s=22, label="test (95% subject bootstrap)")
+    ax.scatter([metrics[n]["val"]["macro_f1"] for n in names], y, marker="|", c="C0", s=40, label="validation")
+    best = int(np.argmax(test))
+    ax.axvspan(lo[best], hi[best], color="C3", alpha=0.08, lw=0)  # models reaching into this band may tie
+    ax.set_yticks(y, [f"{n} (baseline)" if b else n for n, b in zip(names, base, strict=True)], fontsize=8)
     ax.set_xlabel("macro-F1")
-    ax.set_xlim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Model comparison", fontsize=9)
+    ax.set_xlim(0, 1.02)
+    ax.legend(fontsize=7, loc="upper left")  # the strong models sit on the right
+    ax.set_title("Test macro-F1 with 95% intervals (resampling subjects)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -143,10 +240,22 @@ def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_pa
     ev = params.evaluate
     out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
     out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
+    index = load_split(windows_dir, "test")[2]
+    y, preds = test_predictions(reports_dir, list(metrics), classes)
+    paired = paired_comparisons(metrics, y, preds, index["subject"].to_numpy(), len(classes))
+    tied = tied_with_best(paired)
     out["recommendation"] = ["## Recommendation", ""] + [
         f"- {k}: **`{v}`** (test macro-F1 {metrics[v]['test']['macro_f1']:.3f}, gap {metrics[v]['gap']:+.3f})"
         for k, v in rec.items()
     ]
+    if len(tied) > 1:
+        pick = smallest(metrics, tied)
+        out["recommendation"] += [
+            f"- {TIED}: {', '.join(f'`{t}`' for t in tied if t != rec['best test macro-F1'])}. "
+            f"The test set cannot rank these; the smallest of them is **`{pick}`** "
+            f"({metrics[pick]['parameters']:,} parameters, {metrics[pick]['latency_ms']:.2f} ms per window)."
+        ]
+    out["paired"] = paired_table(metrics, paired, index["subject"].nunique())
     out["comparison"] = [
         "## Model comparison (test split unless noted; P/R = precision/recall)",
         "",

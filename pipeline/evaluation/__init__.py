@@ -1,0 +1,1 @@
+"""Scoring trained models honestly: intervals from resampling subjects, paired comparisons."""
