@@ -86,11 +86,34 @@ def test_pr_comment_builder():
         "recommendation": ["## Recommendation", "- x"],
         "best_model": ["## The best model, `gru`", "![c](c.png)"],
     }
-    text = R.build_comment(parts, "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")
-    assert text.startswith("# Summary\n\n## Recommendation\n- x")
+    head = ["## Headline against `origin/main`", "| `gru` | ... |"]
+    text = R.build_comment(parts, head, "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")
+    assert text.startswith("# Summary\n\n## Headline against `origin/main`\n| `gru` | ... |\n\n## Recommendation\n- x")
     assert "The best model" not in text and "## Data" not in text  # keeps the comment short
-    assert "## Metrics changed against `origin/main`" in text and "| a | 1 |" in text
+    folded = text[text.index("<details>") : text.index("</details>")]
+    assert "Full metrics diff" in folded and "(1 rows)" in folded and "| a | 1 |" in folded
     assert "_No parameter changed._" in text
+
+
+def test_headline_says_whether_a_change_is_outside_the_noise():
+    def m(point, lo, hi):
+        return {"test": {"macro_f1": point, "interval": {"macro_f1": {"point": point, "lo": lo, "hi": hi}}}}
+
+    before = {"a": m(0.9, 0.85, 0.95), "b": m(0.9, 0.85, 0.95), "c": m(0.6, 0.5, 0.7), "d": m(0.9, 0.8, 1.0)}
+    before["gone"] = m(0.5, 0.4, 0.6)
+    before["old"] = {"test": {"macro_f1": 0.8}}  # metrics from before intervals existed
+    before["old2"] = {"test": {"macro_f1": 0.7}}
+    now = {"a": m(0.9, 0.85, 0.95), "b": m(0.92, 0.87, 0.97), "c": m(0.9, 0.85, 0.95), "d": m(0.5, 0.4, 0.6)}
+    now["new"] = m(0.7, 0.6, 0.8)
+    now["old"], now["old2"] = m(0.8, 0.7, 0.9), m(0.75, 0.7, 0.8)
+    rows = {line.split("|")[1].strip(): line for line in R.headline_changes(before, now, "main")[6:]}
+    assert rows["`a`"].endswith("| unchanged |")
+    assert rows["`b`"].endswith("| changed within the noise |")
+    assert "better, outside the noise" in rows["`c`"] and "worse, outside the noise" in rows["`d`"]
+    assert rows["`new`"].endswith("| new model |") and rows["`gone`"].endswith("| removed |")
+    assert "0.920 [0.87, 0.97]" in rows["`b`"]
+    assert rows["`old`"].endswith("| unchanged |") and "| 0.800 | 0.800 [0.70, 0.90] |" in rows["`old`"]
+    assert rows["`old2`"].endswith("| changed (no interval on one side to judge it) |")
 
 
 def test_report_stage_reads_the_per_model_folder():
