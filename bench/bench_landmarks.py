@@ -46,11 +46,11 @@ def jobs(videos: list[Path], plans: Path, out: Path, hands: bool) -> list[tuple]
 
 
 def stage(job_list: list[tuple], workers: int) -> int:
-    from pipeline.core.parallel import map_videos
+    from pipeline.core.parallel import map_jobs
     from pipeline.stages.landmarks import process_video
 
     n = 0
-    for res in map_videos(process_video, job_list, workers, "bench"):
+    for res in map_jobs(process_video, job_list, workers, "bench"):
         assert res["status"] == "ok", res
         n += res["frames"]
     return n

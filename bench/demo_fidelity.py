@@ -28,7 +28,8 @@ def main() -> None:
     for si in range(p.subjects):
         for ci, label in enumerate(demo.CLASSES):
             for k in range(p.clips_per_class):
-                sc = demo.script(label, np.random.default_rng(demo.clip_seed(p.seed, si, ci, k)), n, p.fps)
+                rng = np.random.default_rng(demo.clip_seed(p.seed, si, ci, k))
+                sc = demo.script(label, rng, n, p.fps, demo.habits(p.seed, si))
                 f = feats[feats["video"] == f"videos__s{si + 1:02d}_{label}_{k + 1}"].sort_values("frame")
                 if len(f) != n:
                     continue  # quarantined or resampled differently

@@ -34,7 +34,15 @@ from flows.lock import state_dir, workspace_lock
 
 EVENT = "driver-pipeline.inputs.changed"  # what the watcher emits and the deployment trigger expects
 SNAPSHOT = "last_success.json"
-HEADLINE = ("test.macro_f1", "test.accuracy", "val.macro_f1", "train.macro_f1", "gap", "ece", "parameters")
+HEADLINE = (
+    "cv.macro_f1",
+    "cv.interval.macro_f1.lo",
+    "cv.interval.macro_f1.hi",
+    "cv.accuracy",
+    "gap",
+    "ece",
+    "parameters",
+)
 TRANSIENT = (
     "Unable to acquire lock",  # somebody ran dvc by hand in this workspace meanwhile
     "exited with -9",  # killed (out of memory): a retry may land on a quieter machine
@@ -210,7 +218,7 @@ def diff_markdown(before: dict[str, Any] | None, now: dict[str, Any], since: str
 
 
 def metrics_table(now: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model (params order) with its headline test metrics."""
+    """One row per model (params order) with its headline cross-validated metrics."""
     rows = []
     for m in now.get("models", []):
         met = now["metrics"].get(m)
@@ -375,7 +383,7 @@ def publish(workspace: str, outcomes: dict[str, str], reason: str, run_name: str
     create_markdown_artifact(markdown=markdown, key="driver-pipeline-summary", description="Report summary and diff")
     table = metrics_table(now)
     if table:
-        create_table_artifact(table=table, key="driver-pipeline-test-metrics", description="Per-model test metrics")
+        create_table_artifact(table=table, key="driver-pipeline-metrics", description="Per-model CV metrics")
     write_json(last_path, {**now, "run": run_name, "finished": datetime.now(UTC).isoformat(timespec="seconds")})
     return {"markdown": markdown, "table": table}
 

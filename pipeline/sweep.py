@@ -29,15 +29,16 @@ def collect(reports_dir: Path, size: int) -> list[dict]:
             {
                 "model": f.parent.name,
                 "window": size,
-                "test_f1": m["test"]["macro_f1"],
-                "val_f1": m["val"]["macro_f1"],
+                "cv_f1": m["cv"]["macro_f1"],
+                "cv_lo": m["cv"]["interval"]["macro_f1"]["lo"],
+                "cv_hi": m["cv"]["interval"]["macro_f1"]["hi"],
                 "gap": m["gap"],
             }
         )
     return rows
 
 
-def table(rows: list[dict], value: str = "test_f1") -> pd.DataFrame:
+def table(rows: list[dict], value: str = "cv_f1") -> pd.DataFrame:
     """Models x window sizes, best model first."""
     t = pd.DataFrame(rows).pivot(index="model", columns="window", values=value)
     return t.loc[t.mean(axis=1).sort_values(ascending=False).index].round(3)

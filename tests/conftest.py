@@ -86,7 +86,7 @@ def make_workspace(work: Path, edit: Callable[[dict], None] | None = None) -> Pa
         shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
-    params["windows"].update(size=20, stride=10)
+    params["windows"].update(size=20, stride=10, cv_folds=3)
     params["train"].update(models=["majority", "stats_lr", "gru"], epochs=3, patience=3)
     params["hparams"]["gru"] = {"hidden": 8}
     params["evaluate"]["explain_windows"] = 8

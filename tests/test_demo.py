@@ -49,3 +49,29 @@ def test_scripts_follow_their_class():
     assert np.mean([abs(sc("phonecall", s)["roll"].mean()) for s in range(5)]) > 5
     assert all((sc("phonecall", s)["phone"] != 0).all() for s in range(3))
     assert all((sc("normal", s)["phone"] == 0).all() for s in range(3))
+
+
+def test_every_class_holds_what_real_drivers_do():
+    """No single feature gives a class away: talking, glances down and mirror checks while driving,
+    calls on either ear, covered and head-down yawns, lighting changes and camera shake."""
+    import numpy as np
+
+    drivers = [demo.habits(7, s) for s in range(10)]
+
+    def clips(label):
+        return [demo.script(label, np.random.default_rng(100 * s + k), 180, 15, h) for s, h in enumerate(drivers)
+                for k in range(3)]  # fmt: skip
+
+    normal, call, text, yawn = (clips(c) for c in demo.CLASSES)
+    assert np.mean([(c["mouth"] > 0.1).any() for c in normal]) > 0.3  # talking or singing
+    assert np.mean([(c["pitch"] - np.median(c["pitch"]) < -8).any() for c in normal]) > 0.3  # glances down
+    assert np.mean([(np.abs(c["yaw"] - np.median(c["yaw"])) > 15).any() for c in normal]) > 0.5  # mirror checks
+    assert {float(c["phone"][0]) for c in call} == {-1.0, 1.0}  # either ear
+    assert np.mean([(c["cover"] > 0.5).any() for c in yawn]) > 0.2  # yawns behind a hand
+    heads_down = [c for c in yawn if np.min(c["pitch"] - np.median(c["pitch"])) < -3]
+    assert heads_down  # some drivers' heads drop forward when they yawn, as when looking at a phone
+    assert np.mean([(c["mouth"] > 0.1).any() for c in text]) > 0.1  # voice messages while texting
+    assert all(c["gain"].min() < 0.95 or c["gain"].max() > 1.05 for c in normal[:10])  # light changes
+    assert all(np.ptp(c["dx"]) > 0.5 for c in normal[:10])  # camera shake
+    texting_pitch = sorted(h.text_pitch for h in drivers)
+    assert texting_pitch[-1] - texting_pitch[0] > 8  # drivers hold their phones differently

@@ -45,7 +45,7 @@ def test_no_window_survived_and_split_impossible(tmp_path):
     fake_features(n_subjects=2, frames=40).to_parquet(few)
     ok = params_file(tmp_path, {"windows": {"size": 10, "features": FEATS}})
     res = stage("windows", "--params", ok, "--features", str(few), "--out", str(tmp_path / "w2"))
-    assert_error(res, 1, "a subject split needs")
+    assert_error(res, 1, "cross-validation needs at least 3")
 
 
 def test_no_video_survived(tmp_path):

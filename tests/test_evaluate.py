@@ -26,18 +26,24 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("name", ["stats_lr", "gru", "lstm_attn"])
 def test_metrics_json_for_a_reviewer(trained, name):
     m = json.loads((trained / "reports" / name / "metrics.json").read_text())
-    for sp in ("train", "val", "test"):
-        assert 0 <= m[sp]["macro_f1"] <= 1 and 0 <= m[sp]["accuracy"] <= 1
-        assert set(m[sp]["per_class"]) == set(CLASSES)
-        assert sum(c["support"] for c in m[sp]["per_class"].values()) > 0
-    assert m["test"]["macro_f1"] > 0.8
-    assert m["gap"] == pytest.approx(m["train"]["macro_f1"] - m["val"]["macro_f1"], abs=1e-4)
+    cv = m["cv"]
+    assert 0.7 < cv["macro_f1"] <= 1 and 0 <= cv["accuracy"] <= 1  # chance: 0.33
+    assert set(cv["per_class"]) == set(CLASSES) and sum(c["support"] for c in cv["per_class"].values()) == 300
+    iv = cv["interval"]
+    assert iv["subjects"] == 10 and iv["macro_f1"]["lo"] <= cv["macro_f1"] <= iv["macro_f1"]["hi"]
+    for c in CLASSES:
+        for k in ("precision", "recall"):
+            assert iv["per_class"][c][k]["point"] == pytest.approx(cv["per_class"][c][k], abs=1e-4)
+    assert sorted(cv["per_fold"]) == ["0", "1", "2", "3", "4"]
+    folds = json.loads((trained / "models" / name / "folds.json").read_text())["folds"]
+    gap = np.mean([f["train_f1"] - f["test_f1"] for f in folds])
+    assert m["gap"] == pytest.approx(gap, abs=1e-4)
     assert 0 <= m["ece"] <= 1 and m["latency_ms"] > 0
     for op in m["operating_points"].values():
-        if op["alert"]:
-            assert op["alert"]["precision"] >= 0.9
-        if op["report"]:
-            assert op["report"]["recall"] >= 0.9
+        for mode, key, floor in (("alert", "precision", 0.9), ("report", "recall", 0.9)):
+            if op[mode]:
+                assert op[mode][key] >= floor
+                assert op[mode]["interval"][key]["point"] == pytest.approx(op[mode][key], abs=1e-4)
     wrong = pd.read_csv(trained / "reports" / name / "wrong.csv")
     assert list(wrong.columns) == [
         "window_id",
@@ -50,8 +56,8 @@ def test_metrics_json_for_a_reviewer(trained, name):
         "confidence",
     ]
     assert (wrong["true"] != wrong["predicted"]).all()
-    cm = pd.read_csv(trained / "reports" / name / "confusion_test.csv")
-    assert len(cm) == 60 and set(cm.columns) == {"actual", "predicted"}
+    cm = pd.read_csv(trained / "reports" / name / "confusion_cv.csv")
+    assert len(cm) == 300 and set(cm.columns) == {"actual", "predicted"}
     for png in ("confusion.png", "pr_curves.png"):
         assert (trained / "reports" / name / "figures" / png).stat().st_size > 1000
 
@@ -79,6 +85,9 @@ def test_ece_and_operating_points_by_hand():
     assert E.expected_calibration_error(y, over) == pytest.approx(0.4)
     prob = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
     yy = np.array([0, 1, 0, 1, 1])
-    ops, _ = E.operating_points(yy, prob, ["a", "b"], min_precision=0.99, min_recall=0.99)
-    assert ops["b"]["alert"] == {"threshold": 0.7, "precision": 1.0, "recall": pytest.approx(2 / 3)}
+    subjects = np.array(["p", "p", "q", "q", "r"])
+    ops, _ = E.operating_points(yy, prob, ["a", "b"], min_precision=0.99, min_recall=0.99, subjects=subjects)
+    alert = {k: v for k, v in ops["b"]["alert"].items() if k != "interval"}
+    assert alert == {"threshold": 0.7, "precision": 1.0, "recall": pytest.approx(2 / 3)}
+    assert ops["b"]["alert"]["interval"]["precision"]["lo"] == 1.0  # precision 1 on every subject
     assert ops["b"]["report"]["recall"] == 1.0 and ops["b"]["report"]["threshold"] == 0.4

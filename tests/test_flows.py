@@ -109,18 +109,18 @@ def test_diff_markdown_names_changed_params_and_metrics():
     before = {
         "params": {"hparams.gru.hidden": 8, "train.epochs": 3},
         "models": ["gru"],
-        "metrics": {"gru": {"parameters": 564, "test.macro_f1": 0.5, "test.per_class.yawn.f1": 0.1}},
+        "metrics": {"gru": {"parameters": 564, "cv.macro_f1": 0.5, "cv.per_class.yawn.f1": 0.1}},
     }
     now = {
         "params": {"hparams.gru.hidden": 12, "train.epochs": 3},
         "models": ["gru"],
-        "metrics": {"gru": {"parameters": 900, "test.macro_f1": 0.75, "test.per_class.yawn.f1": 0.2}},
+        "metrics": {"gru": {"parameters": 900, "cv.macro_f1": 0.75, "cv.per_class.yawn.f1": 0.2}},
     }
     md = diff_markdown(before, now, "flow run x")
     assert "(flow run x)" in md
     assert "| `hparams.gru.hidden` | 8 | 12 |" in md and "train.epochs" not in md
-    assert "| `gru` | test.macro_f1 | 0.5 | 0.75 | +0.25 |" in md
-    assert md.index("test.macro_f1 |") < md.index("parameters |")  # headline order, not alphabetical
+    assert "| `gru` | cv.macro_f1 | 0.5 | 0.75 | +0.25 |" in md
+    assert md.index("cv.macro_f1 |") < md.index("parameters |")  # headline order, not alphabetical
     assert "1 other metric values changed" in md
     assert "nothing to compare" in diff_markdown(None, now)
     same = diff_markdown(now, now)
@@ -307,10 +307,10 @@ def test_flow_runs_stale_stages_keeps_going_resumes_and_publishes(tmp_path, pref
     md = artifact(run2, "driver-pipeline-summary")
     assert "Trigger: test: fixed" in md and "| `train@gru` | ran |" in md
     assert "nothing to compare with yet" in md and "# Driver-behaviour models: evaluation summary" in md
-    rows = json.loads(artifact(run2, "driver-pipeline-test-metrics"))
+    rows = json.loads(artifact(run2, "driver-pipeline-metrics"))
     assert [r["model"] for r in rows] == ["majority", "stats_lr", "gru"]
     gru = json.loads((work / "reports" / "models" / "gru" / "metrics.json").read_text())
-    assert rows[2]["test.macro_f1"] == gru["test"]["macro_f1"] and rows[2]["gap"] == gru["gap"]
+    assert rows[2]["cv.macro_f1"] == gru["cv"]["macro_f1"] and rows[2]["gap"] == gru["gap"]
     # 3. nothing changed: up to date, no stage task; a run arriving while another holds the lock waits
     assert stale_stages.fn(str(work)) == {}
     with another_run_holding_the_lock(work, "flow run other", release_after_s=2.0):

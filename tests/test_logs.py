@@ -58,7 +58,7 @@ def test_landmarks_stderr_has_no_mediapipe_chatter(clip_frames, tmp_path, worker
 
 @pytest.mark.slow
 def test_train_and_evaluate_stderr_has_no_library_warnings(tmp_path):
-    wdir = make_set(tmp_path / "w", n=(240, 60, 100))  # more windows to explain than one IG batch
+    wdir = make_set(tmp_path / "w")  # 300 windows: more to explain than one IG batch
     params = tmp_path / "params.yaml"
     params.write_text(
         yaml.safe_dump(

@@ -40,13 +40,14 @@ def fingerprint(root, wdir, params, env) -> dict:
         metrics = json.loads((root / "reports" / m / "metrics.json").read_text())
         metrics.pop("latency_ms")  # a timing, not a result
         log = (root / "reports" / m / "train_log.csv").read_bytes()
-        out[m] = ((root / "models" / m / "model.pt").read_bytes(), log, metrics)
+        oof = (root / "models" / m / "oof.parquet").read_bytes()
+        out[m] = ((root / "models" / m / "model.pt").read_bytes(), log, metrics, oof)
     return out
 
 
 @pytest.mark.slow
 def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
-    wdir = make_set(tmp_path / "w", n=(120, 45, 45))
+    wdir = make_set(tmp_path / "w", per_subject=15)
     params = tmp_path / "params.yaml"
     params.write_text(
         yaml.safe_dump(
@@ -66,6 +67,7 @@ def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
             assert got[m][0] == reference[m][0], f"{m}: other model bytes with {name}"
             assert got[m][1] == reference[m][1], f"{m}: other train_log.csv with {name}"
             assert got[m][2] == reference[m][2], f"{m}: other metrics with {name}"
+            assert got[m][3] == reference[m][3], f"{m}: other out-of-fold predictions with {name}"
 
 
 UNPINNED = """
@@ -93,3 +95,28 @@ def test_the_simulated_cpus_do_change_unpinned_training():
         return res.stdout.strip()
 
     assert digest({}) != digest({"ATEN_CPU_CAPABILITY": "default"})
+
+
+@pytest.mark.slow
+def test_folds_in_parallel_give_the_same_bytes_as_one_after_another(tmp_path):
+    """train.workers changes how many folds run at once, never a byte of the results (the real stage CLI)."""
+    wdir = make_set(tmp_path / "w", per_subject=15)
+    runs = []
+    for workers in (1, 2):
+        params = tmp_path / f"params{workers}.yaml"
+        params.write_text(
+            yaml.safe_dump(
+                {
+                    "train": {"models": ["gru"], "epochs": 4, "patience": 4, "workers": workers},
+                    "hparams": {"gru": {"hidden": 16}},
+                }
+            )
+        )
+        root = tmp_path / f"run{workers}"
+        common = ["--model", "gru", "--params", str(params), "--windows", str(wdir), "--models", str(root / "models")]
+        run_stage("train", *common, "--reports", str(root / "reports"), env={})
+        files = ("model.pt", "oof.parquet", "folds.json", "config.json")
+        runs.append({f: (root / "models" / "gru" / f).read_bytes() for f in files})
+        runs[-1]["train_log.csv"] = (root / "reports" / "gru" / "train_log.csv").read_bytes()
+    for f in runs[0]:
+        assert runs[0][f] == runs[1][f], f

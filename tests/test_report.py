@@ -9,18 +9,18 @@ from pipeline.stages import train as T
 from tests.conftest import ROOT
 
 
-def fake_metrics(test_f1, gap, alert_recall):
+def fake_metrics(cv_f1, gap, alert_recall, report_precision=None):
     per = {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10} for c in ("a", "b")}
-    split = lambda f: {"macro_f1": f, "accuracy": f, "per_class": per}  # noqa: E731
     op = {
         "alert": {"threshold": 0.8, "precision": 0.95, "recall": alert_recall},
-        "report": None,
+        "report": None
+        if report_precision is None
+        else {"threshold": 0.2, "precision": report_precision, "recall": 0.9},
         "average_precision": 0.9,
     }
+    iv = {"point": cv_f1, "lo": cv_f1 - 0.05, "hi": min(1.0, cv_f1 + 0.05)}
     return {
-        "train": split(test_f1 + gap + 0.01),
-        "val": split(test_f1 + 0.01),
-        "test": split(test_f1),
+        "cv": {"macro_f1": cv_f1, "accuracy": cv_f1, "per_class": per, "interval": {"macro_f1": iv}},
         "gap": gap,
         "ece": 0.05,
         "latency_ms": 1.5,
@@ -33,14 +33,15 @@ def test_recommendation():
     m = {
         "majority": fake_metrics(0.2, 0.0, 0.0),
         "stats_lr": fake_metrics(0.5, 0.0, 0.1),
-        "gru": fake_metrics(0.9, 0.08, 0.5),
-        "cnn_lstm": fake_metrics(0.85, 0.01, 0.9),
+        "gru": fake_metrics(0.9, 0.08, 0.5, report_precision=0.95),
+        "cnn_lstm": fake_metrics(0.85, 0.01, 0.9, report_precision=0.6),
     }
     rec = R.recommend(m)
-    assert rec["best test macro-F1"] == "gru"
+    assert rec[R.BEST] == "gru"
     # baselines have gap 0 but only models beating every baseline (the registry says which) compete
-    assert rec["most stable (smallest train-val gap)"] == "cnn_lstm"
-    assert rec["real-time alerts (best recall at the alert precision)"] == "cnn_lstm"
+    assert rec["most stable (smallest train-test gap over the folds)"] == "cnn_lstm"
+    assert rec[R.ALERT] == "cnn_lstm"  # precision first: the most recall at the alert precision
+    assert rec[R.REPORT] == "gru"  # recall first: the most precision at the report recall
 
 
 def test_summary_and_html_from_stage_outputs(tmp_path):
@@ -67,12 +68,16 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
     q.write_text(json.dumps({"quarantined": [{"video": "v/bad.mp4", "stage": "frames", "reason": "empty file"}]}))
     summary = R.run(p, reports, wdir, q)
     md = (reports / "summary.md").read_text()
-    assert summary["best test macro-F1"] == "stats_lr"
+    assert summary[R.BEST] == "stats_lr"
     assert "| `stats_lr` |" in md and "| `majority` |" in md and "quarantined inputs: 1" in md
     assert "`v/bad.mp4` (frames: empty file)" in md and "validation: passed" in md
-    assert "## Paired comparison (test split)" in md
-    row = next(line for line in md.splitlines() if line.startswith("| `stats_lr` | 1.0") or "| `stats_lr` |" in line)
-    assert "** [" in row  # test macro-F1 with its subject-bootstrap interval
+    for title in ("## Paired comparison", "## Per-fold scores", "## Per-class precision and recall (95% intervals)"):
+        assert title in md
+    assert "Subject-grouped 5-fold cross-validation" in md and "out-of-fold" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `stats_lr` | **"))
+    assert "** [" in row  # CV macro-F1 with its subject-bootstrap interval
+    fold_row = next(line for line in md.splitlines() if line.startswith("| `stats_lr` | ") and "fold" not in line)
+    assert fold_row.count("|") >= 7
     assert "![comparison](comparison.png)" in md and (reports / "comparison.png").stat().st_size > 1000
     page = (reports / "summary.html").read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "http" not in page
@@ -97,23 +102,23 @@ def test_pr_comment_builder():
 
 def test_headline_says_whether_a_change_is_outside_the_noise():
     def m(point, lo, hi):
-        return {"test": {"macro_f1": point, "interval": {"macro_f1": {"point": point, "lo": lo, "hi": hi}}}}
+        return {"cv": {"macro_f1": point, "interval": {"macro_f1": {"point": point, "lo": lo, "hi": hi}}}}
 
     before = {"a": m(0.9, 0.85, 0.95), "b": m(0.9, 0.85, 0.95), "c": m(0.6, 0.5, 0.7), "d": m(0.9, 0.8, 1.0)}
     before["gone"] = m(0.5, 0.4, 0.6)
-    before["old"] = {"test": {"macro_f1": 0.8}}  # metrics from before intervals existed
-    before["old2"] = {"test": {"macro_f1": 0.7}}
+    before["old"] = {"test": {"macro_f1": 0.8}}  # metrics from before cross-validation: a single test split
+    before["bare"] = {"cv": {"macro_f1": 0.7}}  # a CV score without an interval
     now = {"a": m(0.9, 0.85, 0.95), "b": m(0.92, 0.87, 0.97), "c": m(0.9, 0.85, 0.95), "d": m(0.5, 0.4, 0.6)}
     now["new"] = m(0.7, 0.6, 0.8)
-    now["old"], now["old2"] = m(0.8, 0.7, 0.9), m(0.75, 0.7, 0.8)
+    now["old"], now["bare"] = m(0.8, 0.7, 0.9), m(0.75, 0.7, 0.8)
     rows = {line.split("|")[1].strip(): line for line in R.headline_changes(before, now, "main")[6:]}
     assert rows["`a`"].endswith("| unchanged |")
     assert rows["`b`"].endswith("| changed within the noise |")
     assert "better, outside the noise" in rows["`c`"] and "worse, outside the noise" in rows["`d`"]
     assert rows["`new`"].endswith("| new model |") and rows["`gone`"].endswith("| removed |")
     assert "0.920 [0.87, 0.97]" in rows["`b`"]
-    assert rows["`old`"].endswith("| unchanged |") and "| 0.800 | 0.800 [0.70, 0.90] |" in rows["`old`"]
-    assert rows["`old2`"].endswith("| changed (no interval on one side to judge it) |")
+    assert rows["`old`"].endswith("| not comparable (no cross-validated score at the base) |")
+    assert rows["`bare`"].endswith("| changed (no interval on one side to judge it) |")
 
 
 def test_report_stage_reads_the_per_model_folder():
@@ -130,7 +135,8 @@ def test_sweep_table_from_metrics_files(tmp_path):
         for model, v in f1.items():
             d = tmp_path / "models" / model
             d.mkdir(parents=True, exist_ok=True)
-            (d / "metrics.json").write_text(json.dumps({"test": {"macro_f1": v}, "val": {"macro_f1": v}, "gap": 0.0}))
+            iv = {"macro_f1": {"point": v, "lo": v - 0.1, "hi": v + 0.05}}
+            (d / "metrics.json").write_text(json.dumps({"cv": {"macro_f1": v, "interval": iv}, "gap": 0.0}))
         rows += sweep.collect(tmp_path, size)
     t = sweep.table(rows)
     assert list(t.index) == ["gru", "lstm"] and list(t.columns) == [30, 90]
@@ -154,7 +160,7 @@ def test_models_inside_the_noise_are_reported_as_a_tie_and_the_smallest_is_named
     }
     metrics["gru"]["parameters"] = 10
     preds = {"bilstm": good, "gru": almost, "stats_lr": bad}
-    metrics["bilstm"]["test"]["macro_f1"] = 1.0  # the best by point estimate
+    metrics["bilstm"]["cv"]["macro_f1"] = 1.0  # the best by point estimate
     paired = R.paired_comparisons(metrics, y, preds, subjects, 2)
     assert not paired["gru"]["vs_best"].excludes_zero()
     assert paired["stats_lr"]["vs_best"].excludes_zero()

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.contracts.windows import FORMAT, load_split
+from pipeline.contracts.predictions import read_oof
+from pipeline.contracts.windows import FORMAT, read_windows
 from pipeline.core.config import TrainParams, parse_params
 from pipeline.core.errors import ModelError
 from pipeline.modeling.base import class_weights, macro_f1
@@ -22,37 +23,41 @@ FEATS = [f"f{i}" for i in range(7)]
 WINDOW = 20
 
 
-def make_set(root, seed=0, shuffle_train=False, n=(240, 60, 60)):
-    """A hand-made windows data set of another shape: classes differ by a temporal pattern in f0/f1."""
+def make_set(root, seed=0, shuffle=False, subjects=10, per_subject=30, folds=5):
+    """A hand-made windows data set of another shape: classes differ by a temporal pattern in f0/f1;
+    each subject in fold ``subject % folds``."""
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 2 * np.pi, WINDOW)
     root.mkdir(parents=True, exist_ok=True)
-    for sp, k in zip(("train", "val", "test"), n, strict=True):
-        y = np.arange(k) % 3
-        x = rng.normal(0, 0.6, (k, WINDOW, len(FEATS))).astype(np.float32)
-        x[y == 1, :, 0] += 1.5 * np.sin(2 * t)  # nodding: an oscillation in f0
-        x[y == 2, :, 1] += 1.5 * np.sin(2 * t)  # shaking: the same oscillation in f1
-        labels = np.asarray(CLASSES)[rng.permutation(y) if (shuffle_train and sp == "train") else y]
-        pq.write_table(
-            pa.table(
-                {
-                    "window_id": [f"{sp}{i}" for i in range(k)],
-                    "video": [f"v{i}" for i in range(k)],
-                    "subject": [f"{sp}-p{i % 4}" for i in range(k)],
-                    "label": labels,
-                    "split": [sp] * k,
-                    "start_frame": np.zeros(k, np.int32),
-                    "end_frame": np.full(k, WINDOW - 1, np.int32),
-                    "start_t": np.zeros(k),
-                    "end_t": np.full(k, 1.9),
-                    "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), WINDOW * len(FEATS)),
-                }
-            ),
-            root / f"{sp}.parquet",
-        )
-    (root / "meta.json").write_text(
-        json.dumps({"format": FORMAT, "features": FEATS, "classes": CLASSES, "window": WINDOW})
+    k = subjects * per_subject
+    subj = np.repeat(np.arange(subjects), per_subject)
+    y = np.arange(k) % 3
+    x = rng.normal(0, 0.6, (k, WINDOW, len(FEATS))).astype(np.float32)
+    x[y == 1, :, 0] += 1.5 * np.sin(2 * t)  # nodding: an oscillation in f0
+    x[y == 2, :, 1] += 1.5 * np.sin(2 * t)  # shaking: the same oscillation in f1
+    x[:, :, 2] += subj[:, None] * 0.5  # a per-subject offset, as real drivers have
+    x[::7, :3, 3] = np.nan  # not observed here and there
+    labels = np.asarray(CLASSES)[rng.permutation(y) if shuffle else y]
+    pq.write_table(
+        pa.table(
+            {
+                "window_id": [f"w{i}" for i in range(k)],
+                "video": [f"v{s}_{i // 10}" for i, s in enumerate(subj)],
+                "subject": [f"p{s}" for s in subj],
+                "label": labels,
+                "fold": (subj % folds).astype(np.int16),
+                "start_frame": np.zeros(k, np.int32),
+                "end_frame": np.full(k, WINDOW - 1, np.int32),
+                "start_t": np.zeros(k),
+                "end_t": np.full(k, 1.9),
+                "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), WINDOW * len(FEATS)),
+            }
+        ),
+        root / "windows.parquet",
     )
+    meta = {"format": FORMAT, "features": FEATS, "classes": CLASSES, "window": WINDOW, "folds": folds}
+    meta["normalisation"] = {"subject_baseline": False}
+    (root / "meta.json").write_text(json.dumps(meta))
     return root
 
 
@@ -73,44 +78,52 @@ def params(models=("stats_lr", "stats_gbm", "minirocket", "gru", "fcn"), **train
 def test_generic_data_set_trains_without_code_changes(tmp_path):
     wdir = make_set(tmp_path / "w")
     p = params()
-    for name in (
-        "stats_lr",
-        "stats_gbm",
-        "minirocket",
-        "gru",
-        "fcn",
-    ):  # baselines, recurrent and 1D-CNN on another shape
+    x, y, _, _ = read_windows(wdir)
+    for name in ("stats_lr", "stats_gbm", "minirocket", "gru", "fcn"):  # baselines, recurrent, 1D-CNN
         T.run(p, name, wdir, tmp_path / "models", tmp_path / "reports")
         cfg = json.loads((tmp_path / "models" / name / "config.json").read_text())
         assert (cfg["n_features"], cfg["n_classes"], cfg["window"]) == (7, 3, 20) and cfg["classes"] == CLASSES
-        x, y, _, _ = load_split(wdir, "test")
-        f1 = macro_f1(y, Predictor.load(tmp_path / "models" / name).proba(x).argmax(1), 3)
-        assert f1 > 0.8, (name, f1)
+        oy, proba, _, classes = read_oof(tmp_path / "models" / name / "oof.parquet")
+        assert classes == CLASSES and len(oy) == len(y) and np.isfinite(proba).all()
+        assert macro_f1(oy, proba.argmax(1), 3) > 0.8, name  # out of fold: subjects never seen
+        final = Predictor.load(tmp_path / "models" / name)  # the final model, on all subjects
+        assert macro_f1(y, final.proba(x).argmax(1), 3) > 0.8, name
     log = pd.read_csv(tmp_path / "reports" / "gru" / "train_log.csv")
-    assert list(log.columns) == ["epoch", "train_loss", "train_f1", "val_loss", "val_f1", "lr"]
+    assert list(log.columns) == ["fold", "epoch", "train_loss", "train_f1", "val_loss", "val_f1", "lr"]
+    assert set(log["fold"].astype(str)) == {"0", "1", "2", "3", "4", "final"}
+    folds = json.loads((tmp_path / "models" / "gru" / "folds.json").read_text())
+    final_epochs = int(np.median([f["best_epoch"] for f in folds["folds"]]))
+    assert abs(len(log[log["fold"] == "final"]) - final_epochs) <= 1  # median (low) of the folds' best epochs
     assert log["lr"].iloc[0] < log["lr"].max()  # warm-up
-    assert (tmp_path / "models" / "gru" / "model.pt").exists()
 
 
-def test_same_data_and_params_give_the_same_model(tmp_path):
+def test_no_subject_is_on_both_sides_of_a_fold(tmp_path):
+    """Checked on the written artifacts: folds.json (who trained, stopped early, was scored) and the
+    out-of-fold predictions (which fold scored each window)."""
     wdir = make_set(tmp_path / "w")
-    p = params(epochs=5, patience=5)
-    T.run(p, "gru", wdir, tmp_path / "a", tmp_path / "ra")
-    T.run(p, "gru", wdir, tmp_path / "b", tmp_path / "rb")
-    assert (tmp_path / "a/gru/model.pt").read_bytes() == (tmp_path / "b/gru/model.pt").read_bytes()
-    la, lb = ((tmp_path / r / "gru/train_log.csv").read_bytes() for r in ("ra", "rb"))
-    assert la == lb  # a DVC output: no timings in it
+    T.run(params(), "stats_lr", wdir, tmp_path / "models", tmp_path / "reports")
+    folds = json.loads((tmp_path / "models" / "stats_lr" / "folds.json").read_text())["folds"]
+    _, _, oof, _ = read_oof(tmp_path / "models" / "stats_lr" / "oof.parquet")
+    _, _, windows, _ = read_windows(wdir)
+    assert (oof["window_id"].to_numpy() == windows["window_id"].to_numpy()).all()
+    assert (oof["fold"].to_numpy() == windows["fold"].to_numpy()).all()  # each window scored by its own fold
+    scored = []
+    for f in folds:
+        train, val, test = set(f["train_subjects"]), set(f["val_subjects"]), set(f["subjects"])
+        assert not (train & test) and not (val & test) and not (train & val), f
+        assert set(oof.loc[oof["fold"] == f["fold"], "subject"]) == test
+        scored += f["subjects"]
+    assert sorted(scored) == sorted(set(windows["subject"]))  # every subject scored exactly once
 
 
-def test_shuffled_training_labels_fall_to_chance(tmp_path):
-    """Leakage check: with labels shuffled in train only, held-out macro-F1 must drop to about chance."""
-    wdir = make_set(tmp_path / "w", shuffle_train=True, n=(150, 60, 120))
-    p = params()
-    x, y, _, _ = load_split(wdir, "test")
+def test_shuffled_labels_give_chance_out_of_fold(tmp_path):
+    """Leakage check: with labels shuffled, the pooled out-of-fold macro-F1 must be about chance
+    (the unshuffled set scores > 0.8)."""
+    wdir = make_set(tmp_path / "w", shuffle=True)
     for name in ("stats_lr", "stats_gbm", "gru", "fcn"):  # baselines, recurrent and 1D-CNN on another shape
-        T.run(p, name, wdir, tmp_path / "models", tmp_path / "reports")
-        f1 = macro_f1(y, Predictor.load(tmp_path / "models" / name).proba(x).argmax(1), 3)
-        assert f1 < 0.5, (name, f1)  # chance is 0.33; the unshuffled set scores > 0.8
+        T.run(params(), name, wdir, tmp_path / "models", tmp_path / "reports")
+        oy, proba, _, _ = read_oof(tmp_path / "models" / name / "oof.parquet")
+        assert macro_f1(oy, proba.argmax(1), 3) < 0.45, name  # chance is 0.33
 
 
 def test_schedule_weights_and_params_checks():
@@ -121,3 +134,16 @@ def test_schedule_weights_and_params_checks():
     assert w[1] == pytest.approx(3 * w[0]) and w.mean() == pytest.approx(1.0)
     with pytest.raises(ModelError, match=r"not in params train\.models"):
         T.run(params(models=("gru",)), "lstm", None, None, None)
+
+
+def test_each_fold_normalises_with_its_training_windows_only(tmp_path):
+    from pipeline.contracts.windows import Normaliser, fold_rows
+    from pipeline.modeling.crossval import FitJob, fit
+
+    wdir = make_set(tmp_path / "w")
+    x, _, index, _ = read_windows(wdir)
+    rows = fold_rows(index["fold"].to_numpy(), 5)[0]
+    res = fit(FitJob("stats_lr", {}, wdir, params().train, rows))
+    assert res.normaliser == Normaliser.fit(x[rows.train])
+    assert res.normaliser != Normaliser.fit(x)  # the scored subjects' values (f2 offsets) are not in it
+    assert res.proba.shape == (len(rows.test), 3)

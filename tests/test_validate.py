@@ -44,10 +44,10 @@ def failures(params, df, wdir):
     return [o for o in outcomes if not o.success and o.severity == "critical"]
 
 
-def rewrite_split(wdir, split, edit):
-    x, _, index, _ = WC.load_split(wdir, split)
+def rewrite(wdir, edit):
+    x, _, index, _ = WC.read_windows(wdir)
     x, index = edit(x, index)
-    write_table(WC.windows_table(x, index.reset_index(drop=True)), wdir / f"{split}.parquet")
+    write_table(WC.windows_table(x, index.reset_index(drop=True)), wdir / WC.FILE)
 
 
 def test_clean_data_passes_and_report_is_written(clean, tmp_path):
@@ -69,17 +69,18 @@ def test_nan_feature_where_a_face_was_found(clean):
     assert f.offending == [{"mar": "NaN", "video": df.loc[7, "video"], "frame": 7}]
 
 
-def test_nan_in_a_window(clean):
+def test_infinite_value_in_a_window(clean):
     params, df, wdir = clean
 
     def poison(x, index):
         x = x.copy()
-        x[2, 3, 1] = np.nan
+        x[2, 3, 1] = np.inf
+        x[4, 3, 1] = np.nan  # not observed: allowed
         return x, index
 
-    rewrite_split(wdir, "train", poison)
+    rewrite(wdir, poison)
     [f] = failures(params, df, wdir)
-    assert f.column == "x_nan" and f.unexpected_count == 1 and "no NaN" in f.why
+    assert f.column == "x_inf" and f.unexpected_count == 1 and "no infinite value" in f.why
 
 
 def test_out_of_range_ear(clean):
@@ -99,33 +100,35 @@ def test_label_outside_the_class_set(clean):
     assert f.column == "label" and f.offending[0]["label"] == "sleeping"
 
 
-def test_subject_in_two_splits(clean):
+def test_subject_in_two_folds(clean):
     params, df, wdir = clean
-    train_subject = WC.load_split(wdir, "train")[2]["subject"].iloc[0]
+    index = WC.read_windows(wdir)[2]
+    moved = index.loc[index["fold"] == 0, "subject"].iloc[0]
 
     def leak(x, index):
         index = index.copy()
-        index.loc[index.index[:3], "subject"] = train_subject
+        rows = index.index[(index["subject"] == moved).to_numpy()][:3]
+        index.loc[rows, "fold"] = 1
         return x, index
 
-    rewrite_split(wdir, "test", leak)
+    rewrite(wdir, leak)
     [f] = failures(params, df, wdir)
     assert f.table == "window_subjects"
-    assert f.offending == [{"n_splits": 2, "subject": train_subject, "splits": "test,train"}]
+    assert f.offending == [{"n_folds": 2, "subject": moved, "folds": "0,1"}]
     assert "leaks" in f.line()
 
 
-def test_missing_class_in_a_split(clean):
+def test_missing_class_in_a_fold(clean):
     params, df, wdir = clean
 
     def drop_yawn(x, index):
-        keep = (index["label"] != "yawn").to_numpy()
+        keep = ~((index["label"] == "yawn") & (index["fold"] == 2)).to_numpy()
         return x[keep], index[keep]
 
-    rewrite_split(wdir, "val", drop_yawn)
+    rewrite(wdir, drop_yawn)
     fails = failures(params, df, wdir)
     [f] = [f for f in fails if f.table == "window_classes"]
-    assert f.offending == [{"windows": 0.0, "split": "val", "label": "yawn"}]
+    assert f.offending == [{"windows": 0.0, "fold": 2, "label": "yawn"}]
 
 
 def test_critical_failure_stops_the_stage_with_names(clean, tmp_path):

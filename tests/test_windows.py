@@ -1,4 +1,4 @@
-"""Windows: labelling and drop counts, subject split, train-only normalisation, the generic format."""
+"""Windows: labelling and drop counts, subject-grouped folds, the normaliser, the generic format."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.contracts import windows as WC
 from pipeline.core.config import WindowsParams
-from pipeline.core.errors import SplitError
+from pipeline.core.errors import DataError, SplitError
 from pipeline.stages import windows as W
 
 CLASSES = ("normal", "phonecall", "text", "yawn")
@@ -39,7 +39,7 @@ def fake_features(n_subjects=6, frames=40, seed=0, classes=CLASSES) -> pd.DataFr
 
 
 def params(**kw) -> WindowsParams:
-    base = {"size": 10, "stride": 5, "features": FEATS, "val_fraction": 0.2, "test_fraction": 0.2}
+    base = {"size": 10, "stride": 5, "features": FEATS, "cv_folds": 5}
     return WindowsParams(**{**base, **kw})
 
 
@@ -71,49 +71,50 @@ def test_window_values_are_the_frames_they_cover():
         assert ref.loc[(r["video"], r["start_frame"]), "label"] == r["label"]
 
 
-def test_split_is_by_subject_deterministic_and_covers_classes():
-    df = fake_features()
+def test_folds_are_by_subject_deterministic_balanced_and_cover_classes():
+    df = fake_features(n_subjects=11)
     w1, m1 = W.build(df, params(), CLASSES)
     w2, _ = W.build(df, params(), CLASSES)
-    assert w1.index["split"].tolist() == w2.index["split"].tolist()
+    assert w1.index["fold"].tolist() == w2.index["fold"].tolist()
     np.testing.assert_array_equal(w1.x, w2.x)
-    per_subject = w1.index.groupby("subject")["split"].nunique()
-    assert (per_subject == 1).all()  # no subject in two splits
-    for sp in WC.SPLITS:
-        assert set(w1.index.loc[w1.index["split"] == sp, "label"]) == set(CLASSES)
-    assert sorted(s for v in m1["subjects"].values() for s in v) == [f"s{i}" for i in range(6)]
-    seeds = {tuple(W.build(df, params(split_seed=s), CLASSES)[1]["subjects"]["test"]) for s in range(5)}
-    assert len(seeds) > 1  # the seed decides which subjects are held out
+    assert (w1.index.groupby("subject", observed=True)["fold"].nunique() == 1).all()  # no subject in two folds
+    per_fold = w1.index.groupby("fold")["subject"].nunique()
+    assert per_fold.max() - per_fold.min() <= 1 and len(per_fold) == 5  # 11 subjects: 3, 2, 2, 2, 2
+    for f in range(5):
+        assert set(w1.index.loc[w1.index["fold"] == f, "label"]) == set(CLASSES)
+    assert sorted(s for v in m1["subjects"].values() for s in v) == sorted(df["subject"].unique())
+    seeds = {tuple(W.build(df, params(split_seed=s), CLASSES)[1]["subjects"]["0"]) for s in range(5)}
+    assert len(seeds) > 1  # the seed decides which subjects share a fold
 
 
-def test_missing_class_in_a_split_is_a_clear_error():
+def test_fold_rows_keep_validation_and_scoring_off_the_training_side():
+    folds = np.repeat(np.arange(5), 3)
+    for r in WC.fold_rows(folds, 5):
+        assert set(folds[r.test]) == {r.fold} and set(folds[r.val]) == {(r.fold + 1) % 5}
+        assert not set(folds[r.train]) & {r.fold, (r.fold + 1) % 5} and len(r.train) == 9
+
+
+def test_too_few_subjects_or_a_rare_class_is_a_clear_error():
+    with pytest.raises(SplitError, match=r"6 subject\(s\) cannot fill 7 folds; set windows.cv_folds to at most 6"):
+        W.build(fake_features(), params(cv_folds=7), CLASSES)
     df = fake_features()
-    df = df[~((df["label"] == "yawn") & (df["subject"] != "s0"))]  # only s0 ever yawns
-    with pytest.raises(SplitError, match=r"class 'yawn' has no windows in split '(train|val|test)'.*\['s0'\]"):
+    df = df[~((df["label"] == "yawn") & ~df["subject"].isin(["s0", "s1"]))]  # only 2 subjects ever yawn
+    with pytest.raises(SplitError, match=r"class 'yawn' has no windows in fold \d.*\['s0', 's1'\].*cv_folds"):
         W.build(df, params(), CLASSES)
 
 
-def test_normalisation_fitted_on_train_only():
-    df = fake_features()
-    w, meta = W.build(df, params(), CLASSES)
-    train = (w.index["split"] == "train").to_numpy()
-    xt = w.x[train].reshape(-1, len(FEATS))
-    np.testing.assert_allclose(xt[:, :3].mean(0), 0, atol=1e-4)  # flags with std 0 are centred, not scaled
-    np.testing.assert_allclose(xt[:, :3].std(0), 1, atol=1e-3)
-    # shifting only the test subjects' raw values must not move the stored statistics
-    test_subjects = meta["subjects"]["test"]
-    shifted = df.copy()
-    shifted.loc[shifted["subject"].isin(test_subjects), "mar"] += 100
-    _, meta2 = W.build(shifted, params(), CLASSES)
-    assert meta2["normalisation"]["mean"] == meta["normalisation"]["mean"]
-
-
-def test_nan_is_imputed_and_counted():
+def test_values_are_stored_as_measured_and_the_normaliser_handles_nan():
     df = fake_features()
     df.loc[df.index[:3], "yaw"] = np.nan
-    w, meta = W.build(df, params(), CLASSES)
-    assert not np.isnan(w.x).any()
-    assert meta["normalisation"]["imputed_nan"][FEATS.index("yaw")] > 0
+    w, meta = W.build(df, params(subject_baseline=False), CLASSES)
+    assert np.isnan(w.x).any() and meta["observed_fraction"]["yaw"] < 1
+    norm = WC.Normaliser.fit(w.x)
+    z = norm.apply(w.x)
+    assert not np.isnan(z).any()
+    flat = z.reshape(-1, len(FEATS))
+    np.testing.assert_allclose(flat[:, :3].mean(0), 0, atol=1e-3)  # NaN -> 0, the training mean
+    np.testing.assert_allclose(flat[:, 1].std(0), 1, atol=1e-3)
+    assert WC.Normaliser.from_dict(norm.as_dict()).apply(w.x[:2]).tolist() == norm.apply(w.x[:2]).tolist()
 
 
 def test_subject_baseline_removes_each_drivers_offset():
@@ -134,43 +135,42 @@ def test_generic_format_round_trip_of_a_hand_made_data_set(tmp_path):
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(0)
-    classes, feats, t = ["a", "b", "c"], [f"f{i}" for i in range(7)], 20
-    for sp, n in (("train", 12), ("val", 6), ("test", 6)):
-        x = rng.normal(size=(n, t, 7)).astype(np.float32)
-        table = pa.table(
-            {
-                "window_id": [f"{sp}{i}" for i in range(n)],
-                "video": [f"vid{i}" for i in range(n)],
-                "subject": [f"{sp}_subj{i % 2}" for i in range(n)],
-                "label": [classes[i % 3] for i in range(n)],
-                "split": [sp] * n,
-                "start_frame": np.zeros(n, np.int32),
-                "end_frame": np.full(n, t - 1, np.int32),
-                "start_t": np.zeros(n),
-                "end_t": np.full(n, (t - 1) / 10),
-                "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
-            }
-        )
-        pq.write_table(table, tmp_path / f"{sp}.parquet")
-    (tmp_path / "meta.json").write_text(
-        json.dumps({"format": WC.FORMAT, "features": feats, "classes": classes, "window": t})
+    classes, feats, t, n = ["a", "b", "c"], [f"f{i}" for i in range(7)], 20, 18
+    x = rng.normal(size=(n, t, 7)).astype(np.float32)
+    table = pa.table(
+        {
+            "window_id": [f"w{i}" for i in range(n)],
+            "video": [f"vid{i}" for i in range(n)],
+            "subject": [f"subj{i % 6}" for i in range(n)],
+            "label": [classes[i % 3] for i in range(n)],
+            "fold": np.array([i % 6 % 3 for i in range(n)], np.int16),
+            "start_frame": np.zeros(n, np.int32),
+            "end_frame": np.full(n, t - 1, np.int32),
+            "start_t": np.zeros(n),
+            "end_t": np.full(n, (t - 1) / 10),
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), t * 7),
+        }
     )
-    x, y, index, meta = WC.load_split(tmp_path, "val")
-    assert x.shape == (6, 20, 7) and y.tolist() == [0, 1, 2, 0, 1, 2]
-    assert meta["classes"] == classes and list(index.columns[:3]) == ["window_id", "video", "subject"]
+    pq.write_table(table, tmp_path / "windows.parquet")
+    meta = {"format": WC.FORMAT, "features": feats, "classes": classes, "window": t, "folds": 3}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    x2, y, index, meta = WC.read_windows(tmp_path)
+    np.testing.assert_array_equal(x2, x)
+    assert y.tolist() == [0, 1, 2] * 6 and meta["classes"] == classes
+    assert list(index.columns[:3]) == ["window_id", "video", "subject"]
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "format": "driver-windows/1"}))
+    with pytest.raises(DataError, match="rerun the windows stage"):
+        WC.read_windows(tmp_path)
 
 
 def test_stage_writes_the_format(tmp_path):
     df = fake_features()
     w, meta = W.build(df, params(), CLASSES)
     WC.write_windows(w, meta, tmp_path)
-    total = 0
-    for sp in WC.SPLITS:
-        x, y, index, _ = WC.load_split(tmp_path, sp)
-        assert x.shape[1:] == (10, len(FEATS)) and (index["split"] == sp).all()
-        assert (index["end_frame"] - index["start_frame"] == 9).all()
-        rows = w.index["window_id"].isin(index["window_id"]).to_numpy()
-        order = w.index.loc[rows].set_index("window_id").loc[index["window_id"]]
-        assert (order["label"].to_numpy() == np.asarray(CLASSES)[y]).all()
-        total += len(x)
-    assert total == len(w.index) == meta["counts"]["kept"]
+    x, y, index, meta2 = WC.read_windows(tmp_path)
+    assert x.shape == w.x.shape and meta2["folds"] == 5
+    assert (index["end_frame"] - index["start_frame"] == 9).all()
+    order = w.index.set_index("window_id").loc[index["window_id"]]
+    assert (order["label"].to_numpy() == np.asarray(CLASSES)[y]).all()
+    assert (order["fold"].to_numpy() == index["fold"].to_numpy()).all()
+    assert len(x) == meta["counts"]["kept"]

@@ -4,8 +4,10 @@
 ``n_classes``, ``window``, ``features`` and ``classes`` (names, in the order the model
 reads and writes them), ``hparams``, ``parameters`` (trainable count), ``weights`` (the
 file beside it: ``model.pt``, a torch state dict loaded with ``weights_only=True``, or
-``baseline.json``), and ``normalisation`` (what the windows stage applied, so new data can
-be prepared the same way). Nothing is ever pickled.
+``baseline.json``), ``normalisation`` (``subject_baseline``: whether each driver's own
+median was subtracted; ``mean``/``std``: the z-score fitted on the model's training
+windows, applied by :class:`~pipeline.modeling.predictor.Predictor`, so new windows are
+prepared exactly as the training ones) and ``epochs``. Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ModelCard:
     weights: str
     parameters: int = 0
     normalisation: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0  # epochs the weights were trained for
 
     @classmethod
     def for_windows(cls, model: str, meta: dict[str, Any], hparams: dict[str, Any], weights: str) -> ModelCard:
@@ -44,7 +47,6 @@ class ModelCard:
             classes=tuple(meta["classes"]),
             hparams=dict(hparams),
             weights=weights,
-            normalisation=meta.get("normalisation", {}),
         )
 
     def check_windows(self, meta: dict[str, Any], where: str) -> None:

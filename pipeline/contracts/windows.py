@@ -1,12 +1,19 @@
 """The windows contract (generic: any multivariate sequence data set written in it trains and
 evaluates without code changes; README "The windows format").
 
-* ``<dir>/{train,val,test}.parquet``: one row per window with ``window_id, video,
-  subject, label, split, start_frame, end_frame, start_t, end_t`` and ``x``, a
-  fixed-size list of ``window * n_features`` float32 values, time-major (``x`` reshaped
-  to ``(window, n_features)`` is the window). No NaN.
+* ``<dir>/windows.parquet``: one row per window with ``window_id, video, subject, label,
+  fold, start_frame, end_frame, start_t, end_t`` and ``x``, a fixed-size list of
+  ``window * n_features`` float32 values, time-major (``x`` reshaped to
+  ``(window, n_features)`` is the window). ``x`` holds the features as measured (after the
+  optional per-subject baseline), NaN where a feature was not observed (no hand, no face);
+  z-scoring happens per training side (:class:`Normaliser`), so the values a model is
+  evaluated on never shaped its normalisation.
+* ``fold`` (0 .. k-1) is the subject-grouped cross-validation fold: all windows of a
+  subject share one fold. :func:`fold_rows` says which rows train, validate (early
+  stopping) and evaluate in each fold.
 * ``<dir>/meta.json``: ``format``, ``features`` (names, in column order of ``x``),
-  ``classes`` (label order), ``window``, plus provenance: normalisation, counts.
+  ``classes`` (label order), ``window``, ``folds`` (k), plus provenance: subjects per fold,
+  counts, the baseline used.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import pandas as pd
 from pipeline.core.errors import DataError
 from pipeline.core.files import read_json, write_json, write_table
 
-FORMAT = "driver-windows/1"
-SPLITS = ("train", "val", "test")
-INDEX_COLUMNS = ("window_id", "video", "subject", "label", "split", "start_frame", "end_frame", "start_t", "end_t")
+FORMAT = "driver-windows/2"
+FILE = "windows.parquet"
+INDEX_COLUMNS = ("window_id", "video", "subject", "label", "fold", "start_frame", "end_frame", "start_t", "end_t")
 
 
 @dataclass
@@ -34,15 +41,76 @@ class Windows:
     index: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class FoldRows:
+    """Row numbers of one cross-validation fold: fit on ``train``, stop early on ``val``,
+    score on ``test`` (the fold's own subjects, never seen by its model)."""
+
+    fold: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def fold_rows(folds: np.ndarray, k: int) -> list[FoldRows]:
+    """Fold ``f`` is scored on its own subjects, stops early on fold ``f + 1`` (mod k), and
+    trains on the remaining k - 2 folds: inner validation subjects come from the training side."""
+    folds = np.asarray(folds)
+    out = []
+    for f in range(k):
+        v = (f + 1) % k
+        train = np.flatnonzero((folds != f) & (folds != v))
+        out.append(FoldRows(f, train, np.flatnonzero(folds == v), np.flatnonzero(folds == f)))
+    return out
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-feature z-score fitted on training windows; NaN (not observed) becomes 0, the training mean."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Normaliser:
+        import warnings
+
+        flat = x.reshape(-1, x.shape[-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a feature never observed: mean of nothing
+            mean = np.nanmean(flat, axis=0, dtype=np.float64)
+            std = np.nanstd(flat, axis=0, dtype=np.float64)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
+        return cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        z = (np.asarray(x, np.float32) - mean) / std
+        return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}  # exact: JSON round-trips a float64
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normaliser:
+        return cls(tuple(d["mean"]), tuple(d["std"]))
+
+
 def read_meta(out_dir: Path) -> dict:
     path = Path(out_dir) / "meta.json"
     if not path.exists():
         raise DataError(f"{path} not found: run the windows stage first (dvc repro windows)")
-    return read_json(path)
+    meta = read_json(path)
+    if meta.get("format") != FORMAT:
+        raise DataError(
+            f"{path} is format {meta.get('format')!r}, this pipeline reads {FORMAT!r}: rerun the windows stage"
+        )
+    return meta
 
 
 def windows_table(x: np.ndarray, index: pd.DataFrame):
-    """One split as a pyarrow Table in the windows format."""
+    """The windows as a pyarrow Table in the windows format."""
     import pyarrow as pa
 
     _, t, f = x.shape
@@ -52,34 +120,41 @@ def windows_table(x: np.ndarray, index: pd.DataFrame):
 
 
 def write_windows(w: Windows, meta: dict, out_dir: Path) -> None:
-    """Write the three splits and meta.json (meta last: a reader never sees a half set)."""
-    order = w.index.sort_values(["split", "video", "start_frame"], kind="stable").index.to_numpy()
-    for sp in SPLITS:
-        rows = order[(w.index["split"].to_numpy()[order] == sp)]
-        table = windows_table(w.x[rows], w.index.iloc[rows].reset_index(drop=True))
-        small = {k: meta[k] for k in ("format", "features", "classes", "window")}
-        table = table.replace_schema_metadata({b"windows": json.dumps(small).encode()})
-        write_table(table, out_dir / f"{sp}.parquet")
-    write_json(out_dir / "meta.json", meta)
+    """Write the windows (sorted by fold, video, start) and meta.json last (a reader never sees a half set)."""
+    order = w.index.sort_values(["fold", "video", "start_frame"], kind="stable").index.to_numpy()
+    table = windows_table(w.x[order], w.index.iloc[order].reset_index(drop=True))
+    small = {k: meta[k] for k in ("format", "features", "classes", "window", "folds")}
+    table = table.replace_schema_metadata({b"windows": json.dumps(small).encode()})
+    write_table(table, Path(out_dir) / FILE)
+    write_json(Path(out_dir) / "meta.json", meta)
 
 
-def load_split(out_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
-    """Read one split: x (N, T, F) float32, y (N,) class indices, the index rows, and meta.
+def read_index(out_dir: Path) -> pd.DataFrame:
+    """The index rows only (no values): cheap, for reports."""
+    import pyarrow.parquet as pq
 
-    Everything (features, classes, window length) comes from the data itself.
-    """
+    return pq.read_table(Path(out_dir) / FILE, columns=list(INDEX_COLUMNS)).to_pandas()
+
+
+def read_windows(out_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    """Read the windows: x (N, T, F) float32 as stored (not z-scored), y (N,) class indices,
+    the index rows, and meta. Everything (features, classes, window length, folds) comes from
+    the data itself."""
     import pyarrow.parquet as pq
 
     meta = read_meta(out_dir)
-    table = pq.read_table(Path(out_dir) / f"{split}.parquet")
+    path = Path(out_dir) / FILE
+    table = pq.read_table(path)
     t, f = int(meta["window"]), len(meta["features"])
     col = table.column("x").combine_chunks()
     x = col.values.to_numpy(zero_copy_only=False).reshape(len(col), t, f)
     index = table.drop(["x"]).to_pandas()
     unknown = sorted(set(index["label"]) - set(meta["classes"]))
     if unknown:
-        raise DataError(
-            f"{out_dir}/{split}.parquet has labels {unknown} not in meta.json classes; rerun the windows stage"
-        )
+        raise DataError(f"{path} has labels {unknown} not in meta.json classes; rerun the windows stage")
+    k = int(meta["folds"])
+    folds = index["fold"].to_numpy()
+    if len(folds) and (folds.min() < 0 or folds.max() >= k):
+        raise DataError(f"{path} has fold numbers outside 0..{k - 1} (meta.json folds); rerun the windows stage")
     y = index["label"].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy(np.int64)
     return x, y, index, meta

@@ -86,8 +86,7 @@ class WindowsParams:
     min_face_fraction: float = 0.8
     drop_mixed: bool = True
     subject_baseline: bool = True
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
+    cv_folds: int = 5  # subject-grouped cross-validation folds
     split_seed: int = 7
 
 
@@ -109,9 +108,12 @@ class TrainParams:
     class_weights: bool = True
     patience: int = 12
     grad_clip: float = 1.0
+    jitter: float = 0.0  # augmentation: Gaussian noise (sd, in z-score units) added to each training batch
+    scaling: float = 0.0  # augmentation: each window's features scaled by 1 + N(0, sd)
     seed: int = 0
     device: str = "cpu"
-    threads: int = 2  # fixed, so results do not depend on the machine's core count (modeling/numerics.py)
+    threads: int = 1  # per fit; fixed, so results do not depend on the machine's core count (modeling/numerics.py)
+    workers: int = 0  # cross-validation folds trained at once (0 = all cores); does not change the results
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "windows.stride": ("must be >= 1", lambda v: v >= 1),
     "data.classes": ("must hold at least 2 distinct names", lambda v: len(set(v)) >= 2),
     "windows.min_face_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
-    "windows.val_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
-    "windows.test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "windows.cv_folds": ("must be >= 3 (one fold scored, one for early stopping, the rest train)", lambda v: v >= 3),
     "windows.features": ("must name at least one feature, each once", lambda v: len(v) == len(set(v)) > 0),
     # names and hyper-parameters are checked against the model registry: pipeline.modeling.registry.check
     "train.models": ("must name at least one model, each once", lambda v: len(v) == len(set(v)) > 0),
@@ -180,6 +181,9 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "train.lr": ("must be > 0", lambda v: v > 0),
     "train.label_smoothing": ("must be in [0, 1)", lambda v: 0 <= v < 1),
     "train.threads": ("must be >= 1", lambda v: v >= 1),
+    "train.workers": ("must be >= 0", lambda v: v >= 0),
+    "train.jitter": ("must be >= 0", lambda v: v >= 0),
+    "train.scaling": ("must be >= 0", lambda v: v >= 0),
     "schedule.cron": ("must be a cron string of 5 fields, e.g. '0 3 * * *'", lambda v: len(v.split()) == 5),
     "schedule.watch_interval_s": ("must be > 0", lambda v: v > 0),
     "schedule.settle_s": ("must be >= 0", lambda v: v >= 0),

@@ -69,9 +69,9 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(counter: Any, parent: int) -> None:
+def _init_worker(counter: Any, parent: int, cores_each: int = 1) -> None:
     """Pool initializer: stop with the stage, unwind on SIGTERM, ignore Ctrl-C (the stage handles
-    it and terminates us), and pin this worker to the next allowed core."""
+    it and terminates us), and pin this worker to the next ``cores_each`` allowed cores."""
     die_with_parent(parent)
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -81,7 +81,7 @@ def _init_worker(counter: Any, parent: int) -> None:
     with counter.get_lock():
         i = counter.value
         counter.value += 1
-    os.sched_setaffinity(0, {cores[i % len(cores)]})
+    os.sched_setaffinity(0, {cores[(i * cores_each + j) % len(cores)] for j in range(cores_each)})
 
 
 def _terminate(ex: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
@@ -103,13 +103,22 @@ def dask_address(configured: str) -> str:
     return os.environ.get(ENV_ADDRESS, configured).strip()
 
 
-def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str, address: str = "") -> Iterator[R]:
+def map_jobs(
+    fn: Callable[[T], R],
+    jobs: Iterable[T],
+    workers: int,
+    desc: str,
+    address: str = "",
+    unit: str = "video",
+    threads: int = 1,
+) -> Iterator[R]:
     """Apply ``fn`` to each job, in order: on a Dask cluster at ``address`` if given, else on
-    ``workers`` local processes (1 = in this process)."""
+    ``workers`` local processes (1 = in this process), each pinned to ``threads`` cores (at most
+    ``cores // threads`` workers run)."""
     from tqdm import tqdm
 
     jobs = list(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=None)
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=None)
     try:
         if address:
             from distributed import Client
@@ -124,14 +133,15 @@ def map_videos(fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str,
                     client.cancel(futures)
                     raise
             return
-        if workers <= 1 or len(jobs) <= 1:
+        n = min(workers, len(jobs), max(1, (os.cpu_count() or 1) // max(1, threads)))
+        if n <= 1:
             for job in jobs:
                 yield fn(job)
                 bar.update()
             return
         ctx = mp.get_context("spawn")
-        n = min(workers, len(jobs))
-        ex = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(ctx.Value("i", 0), os.getpid()))
+        init = (ctx.Value("i", 0), os.getpid(), max(1, threads))
+        ex = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=init)
         try:
             for res in ex.map(functools.partial(_run_job, fn), jobs):
                 yield res

@@ -74,8 +74,12 @@ def _weights(n_subjects: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def _interval(point: float, samples: np.ndarray, level: float) -> Interval:
+    """Percentile interval; replicates where the score is undefined (NaN) are left out."""
     a = (1 - level) / 2
-    lo, hi = np.quantile(samples, [a, 1 - a])
+    samples = np.asarray(samples, dtype=np.float64)
+    if np.isnan(samples).all():
+        return Interval(float(point), float(point), float(point))
+    lo, hi = np.nanquantile(samples, [a, 1 - a])
     return Interval(float(point), float(lo), float(hi))
 
 
@@ -123,3 +127,39 @@ def paired_difference(
     fb = scores_from_confusion(np.einsum("bs,sij->bij", w, cb))["macro_f1"]
     point = scores_from_confusion(ca.sum(0))["macro_f1"] - scores_from_confusion(cb.sum(0))["macro_f1"]
     return _interval(point, fa - fb, level)
+
+
+def threshold_bootstrap(
+    target: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    subjects: np.ndarray,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Interval]:
+    """Precision and recall of ``score >= threshold`` for a one-vs-rest ``target``, with intervals
+    from resampling subjects (the threshold is held fixed: the uncertainty of an operating point
+    chosen on these windows, as it would behave on other drivers). Replicates that hold no predicted
+    (or no actual) positive leave precision (or recall) undefined and out of the interval."""
+    _, s = np.unique(np.asarray(subjects), return_inverse=True)
+    n = s.max() + 1 if len(s) else 0
+    pos, hit = np.asarray(target).astype(bool), np.asarray(score) >= threshold
+    counts = np.zeros((n, 3))  # true positives, predicted positives, actual positives per subject
+    np.add.at(counts, (s, 0), (pos & hit).astype(float))
+    np.add.at(counts, (s, 1), hit.astype(float))
+    np.add.at(counts, (s, 2), pos.astype(float))
+    boot = _weights(n, n_boot, seed) @ counts
+    point = counts.sum(0)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:  # undefined (NaN) where nothing was counted
+        return np.divide(num, den, out=np.full_like(num, np.nan, dtype=float), where=den > 0)
+
+    return {
+        "precision": _interval(
+            float(np.nan_to_num(ratio(point[0:1], point[1:2]))[0]), ratio(boot[:, 0], boot[:, 1]), level
+        ),
+        "recall": _interval(
+            float(np.nan_to_num(ratio(point[0:1], point[2:3]))[0]), ratio(boot[:, 0], boot[:, 2]), level
+        ),
+    }

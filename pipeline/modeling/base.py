@@ -25,8 +25,13 @@ class Classifier(ABC):
     weights_file: ClassVar[str]
 
     @abstractmethod
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
-        """Train; returns one log row per epoch (``epoch``, ``train_f1``, ``val_f1``, ...)."""
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Train; returns one log row per epoch (``epoch``, ``train_f1``, ``val_f1``, ...).
+
+        ``val`` may be empty (the final model on all subjects): models that select on
+        validation then train ``stop_after`` epochs; the others ignore both."""
 
     @abstractmethod
     def logits(self, x: np.ndarray) -> np.ndarray:

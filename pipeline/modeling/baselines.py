@@ -35,7 +35,9 @@ class Majority(Classifier):
         self.n_classes = n_classes
         self.cls = 0
 
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
         self.cls = int(np.bincount(train[1], minlength=n_classes).argmax())
         return _scores(self, train, val, n_classes)
 
@@ -60,7 +62,9 @@ class StatsLogReg(Classifier):
         self.n_classes, self.C, self.max_iter = n_classes, C, max_iter
         self.state: dict[str, Any] = {}
 
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
         from sklearn.linear_model import LogisticRegression
 
         x, y = train
@@ -132,7 +136,9 @@ class StatsGBM(Classifier):
         }
         self.state: dict[str, Any] = {}
 
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         x, y = train
@@ -222,7 +228,9 @@ class MiniRocket(Classifier):
         params = tuple(np.asarray(p, dtype=dt) for p, dt in zip(self.state["transform"], _PARAM_DTYPES, strict=True))
         return np.asarray(_transform_multi(self._panel(x), params), dtype=np.float64)
 
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
         from sklearn.linear_model import RidgeClassifierCV
         from sktime.transformations.rocket import MiniRocketMultivariate
 

@@ -39,6 +39,15 @@ def lr_at(epoch: int, cfg: TrainParams) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def augment(x: torch.Tensor, cfg: TrainParams, gen: torch.Generator) -> torch.Tensor:
+    """Training-batch augmentation (seeded): Gaussian jitter and per-window feature scaling."""
+    if cfg.scaling > 0:
+        x = x * (1 + cfg.scaling * torch.randn((x.shape[0], 1, x.shape[2]), generator=gen))
+    if cfg.jitter > 0:
+        x = x + cfg.jitter * torch.randn(x.shape, generator=gen)
+    return x
+
+
 class NeuralClassifier(Classifier):
     weights_file = "model.pt"
 
@@ -46,12 +55,19 @@ class NeuralClassifier(Classifier):
         self.module = module.eval()
 
     # --- training -------------------------------------------------------------------------
-    def fit(self, train: Split, val: Split, n_classes: int, cfg: TrainParams) -> list[dict[str, Any]]:
+    def fit(
+        self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Train with early stopping on ``val``; with an empty ``val``, train exactly ``stop_after``
+        epochs of the same schedule and keep the last weights (the final model on all subjects)."""
         from tqdm import tqdm
 
         model, device = self.module, torch.device(cfg.device)
         model.to(device)
         (xtr, ytr), (xva, yva) = train, val
+        has_val = len(yva) > 0
+        if not has_val and not stop_after:
+            raise ValueError("fit without validation windows needs stop_after (the number of epochs)")
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = torch.tensor(class_weights(ytr, n_classes)) if cfg.class_weights else None
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing).to(device)
@@ -60,7 +76,8 @@ class NeuralClassifier(Classifier):
         gen = torch.Generator().manual_seed(cfg.seed)
         best: tuple = ((-1.0, -np.inf), None, -1)  # ((val macro-F1, -val loss), state, epoch)
         history = []
-        bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=None, leave=False)
+        epochs = min(cfg.epochs, stop_after) if stop_after else cfg.epochs
+        bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=None, leave=False)
         for epoch in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch, cfg)
@@ -71,26 +88,31 @@ class NeuralClassifier(Classifier):
             for i in range(0, len(order), cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
-                logits = model(xt[idx])
+                logits = model(augment(xt[idx], cfg, gen))
                 loss = loss_fn(logits, yt[idx])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 total += loss.item() * len(idx)
                 seen[idx] = logits.detach().argmax(1).cpu()
-            model.eval()
-            with torch.no_grad():
-                va_logits = model(xv)
-                row = {
-                    "epoch": epoch + 1,
-                    "train_loss": total / len(xt),
-                    "train_f1": macro_f1(ytr, seen.numpy(), n_classes),
-                    "val_loss": float(loss_fn(va_logits, yv)),
-                    "val_f1": macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes),
-                    "lr": opt.param_groups[0]["lr"],
-                }
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": total / len(xt),
+                "train_f1": macro_f1(ytr, seen.numpy(), n_classes),
+                "val_loss": float("nan"),
+                "val_f1": float("nan"),
+                "lr": opt.param_groups[0]["lr"],
+            }
+            if has_val:
+                model.eval()
+                with torch.no_grad():
+                    va_logits = model(xv)
+                row["val_loss"] = float(loss_fn(va_logits, yv))
+                row["val_f1"] = macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes)
+                bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")
             history.append(row)
-            bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")
+            if not has_val:
+                continue
             score = (row["val_f1"], -row["val_loss"])  # ties on macro-F1 go to the lower validation loss
             if score > best[0]:
                 best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
@@ -100,7 +122,8 @@ class NeuralClassifier(Classifier):
                 )
                 break
         bar.close()
-        model.load_state_dict(best[1])
+        if has_val:
+            model.load_state_dict(best[1])
         model.cpu().eval()
         return history
 

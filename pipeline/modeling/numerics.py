@@ -56,6 +56,29 @@ def pin(threads: int) -> None:
         )
 
 
+_warned = False
+
+
+def _warn_unpinned() -> None:
+    global _warned
+    _warned = True
+    log.warning("torch was imported before numerics.pin(): trained bytes may depend on this CPU")
+
+
+def ensure_pinned(threads: int) -> None:
+    """Pin this process if it is not yet (a fresh worker), else check it was pinned (torch loaded)."""
+    if "torch" not in sys.modules:
+        pin(threads)
+        return
+    import torch
+
+    if any(os.environ.get(k) != v for k, v in PINNED_ENV.items()) and not _warned:
+        _warn_unpinned()
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def unpinned(threads: int | None = None) -> None:
     """The library defaults (for the benchmark's baseline): whatever the CPU offers."""
     import torch

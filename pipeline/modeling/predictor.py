@@ -1,7 +1,10 @@
 """A trained model, loaded once: class probabilities, attention weights, attributions, latency.
 
     predictor = Predictor.load(Path("models/gru"))
-    prob = predictor.proba(x)            # (N, C), x (N, T, F) prepared like the training windows
+    prob = predictor.proba(x)            # (N, C), x (N, T, F) windows as the windows stage stores them
+
+The model's own z-score (fitted on its training windows, stored in its card) is applied here,
+so callers pass windows as stored (NaN = not observed).
 
 Used by evaluate (and by prediction on new videos): one load per process, whatever the model.
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.contracts.model import ModelCard, read_card, read_weights
+from pipeline.contracts.windows import Normaliser
 from pipeline.core.errors import ModelError
 from pipeline.modeling import registry
 from pipeline.modeling.base import Classifier, softmax
@@ -25,6 +29,7 @@ class Predictor:
     card: ModelCard
     spec: registry.ModelSpec
     model: Classifier
+    normaliser: Normaliser
 
     @classmethod
     def load(cls, model_dir: Path) -> Predictor:
@@ -34,7 +39,10 @@ class Predictor:
         if card.weights != model.weights_file:
             raise ModelError(f"{model_dir}: weights file '{card.weights}' is not what '{card.model}' writes")
         model.load_state(read_weights(model_dir, card))
-        return cls(card, spec, model)
+        norm = card.normalisation
+        if "mean" not in norm or len(norm["mean"]) != card.n_features:
+            raise ModelError(f"{model_dir}/config.json has no normalisation for its features; retrain the model")
+        return cls(card, spec, model, Normaliser.from_dict(norm))
 
     @property
     def classes(self) -> list[str]:
@@ -46,7 +54,7 @@ class Predictor:
                 f"model '{self.card.model}' reads windows of shape (N, {self.card.window}, {self.card.n_features}), "
                 f"got {x.shape}"
             )
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return self.normaliser.apply(x)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.model.logits(self._check(x))
@@ -67,13 +75,13 @@ class Predictor:
         return self.model.n_parameters()
 
     def latency_ms(self, x: np.ndarray, repeats: int = 50) -> float:
-        """Median CPU time to classify ONE window (batch of 1), after warm-up."""
-        one = self._check(x[:1])
+        """Median CPU time to classify ONE stored window (batch of 1, z-score included), after warm-up."""
+        one = np.ascontiguousarray(x[:1])
         for _ in range(5):
-            self.model.logits(one)
+            self.logits(one)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            self.model.logits(one)
+            self.logits(one)
             times.append(time.perf_counter() - t0)
         return float(np.median(times) * 1000)

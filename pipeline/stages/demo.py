@@ -28,7 +28,7 @@ import typer
 from pipeline.core.config import DemoParams, Params, load_params, resolve_workers
 from pipeline.core.errors import ConfigError
 from pipeline.core.files import atomic_path
-from pipeline.core.parallel import map_videos
+from pipeline.core.parallel import map_jobs
 from pipeline.core.runtime import ParamsOpt, run_stage
 from pipeline.vision import geometry as g
 from pipeline.vision import mediapipe as mpa
@@ -89,6 +89,7 @@ class Subject:
     tris: np.ndarray  # (T, 3) triangle vertex indices
     skin: tuple[int, int, int]
     noise: float
+    habits: Habits | None = None
 
 
 def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -216,61 +217,149 @@ def _bump(t: np.ndarray, start: float, rise: float, hold: float, fall: float) ->
     return 0.5 - 0.5 * np.cos(np.pi * up) - (0.5 - 0.5 * np.cos(np.pi * down))
 
 
-def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Habits:
+    """How one synthetic driver behaves: real drivers differ in posture, timing and style, and a
+    model must generalise across them (the cross-validation scores unseen drivers)."""
+
+    posture: tuple[float, float, float] = (0.0, 0.0, 0.0)  # resting yaw, pitch, roll (degrees)
+    talkative: float = 0.4  # share of clips with talking or singing
+    glances: float = 1.0  # mirror / shoulder checks per 10 s
+    glances_down: float = 0.5  # glances at the dashboard per 10 s
+    phone_side: float = 1.0  # the ear a phone usually goes to (-1 / +1)
+    phone_roll: float = 10.0  # how far the head tilts towards the phone
+    text_pitch: float = 20.0  # how far down the driver looks at a phone in the lap
+    yawn_pitch: float = 1.0  # +1: head back when yawning, -1: head drops forward
+    covers_yawn: float = 0.3  # share of yawns behind a hand
+    blink_every: float = 3.5  # seconds between blinks (mean)
+
+
+def habits(seed: int, subject: int) -> Habits:
+    """The habits of demo subject ``subject`` (deterministic for the seed)."""
+    rng = np.random.default_rng([seed, subject, 101])
+    return Habits(
+        posture=(float(rng.normal(0, 5)), float(rng.normal(0, 5)), float(rng.normal(0, 3))),
+        talkative=float(rng.uniform(0.2, 0.8)),
+        glances=float(rng.uniform(0.5, 2.0)),
+        glances_down=float(rng.uniform(0.2, 1.5)),
+        phone_side=float(rng.choice([-1.0, 1.0])),
+        phone_roll=float(rng.uniform(3, 14)),
+        text_pitch=float(rng.uniform(9, 26)),
+        yawn_pitch=float(rng.choice([-1.0, 1.0], p=[0.4, 0.6])),
+        covers_yawn=float(rng.uniform(0.0, 0.7)),
+        blink_every=float(rng.uniform(2.0, 5.0)),
+    )
+
+
+def _events(rng: np.random.Generator, t: np.ndarray, per_10s: float, make) -> np.ndarray:
+    """Sum of ``make(start)`` envelopes at Poisson times, ``per_10s`` on average."""
+    out = np.zeros_like(t)
+    dur = t[-1] if len(t) else 0.0
+    ts = rng.exponential(10.0 / max(per_10s, 1e-6))
+    while ts < dur:
+        out += make(ts)
+        ts += 1.0 + rng.exponential(10.0 / max(per_10s, 1e-6))
+    return out
+
+
+def _talk(rng: np.random.Generator, t: np.ndarray, singing: bool = False) -> np.ndarray:
     syll = np.abs(np.sin(2 * np.pi * rng.uniform(2.5, 4.0) * t + rng.uniform(0, 6)))
     env = (np.sin(2 * np.pi * rng.uniform(0.15, 0.3) * t + rng.uniform(0, 6)) > -0.3).astype(float)
-    return 0.05 + 0.2 * syll * env
+    return (0.08 + 0.4 * syll * env) if singing else (0.05 + 0.2 * syll * env)
 
 
-def script(label: str, rng: np.random.Generator, n: int, fps: float) -> dict[str, np.ndarray]:
-    """Per-frame animation parameters for one clip of class ``label``."""
+def script(label: str, rng: np.random.Generator, n: int, fps: float, h: Habits | None = None) -> dict[str, np.ndarray]:
+    """Per-frame animation parameters for one clip of class ``label`` by a driver with habits ``h``.
+
+    What real drivers do is in every class, so no single feature gives the class away: talking
+    and singing, mirror and shoulder checks and glances at the dashboard while driving; calls on
+    either ear with more or less head tilt; phones held lower or higher; yawns of different
+    length and depth, some behind a hand, some with the head dropping forward (like looking at
+    a phone); plus lighting changes (bridges, tunnels) and a shaking camera (``gain``, ``dx``, ``dy``).
+    """
+    h = h or Habits()
     t = np.arange(n) / fps
     dur = n / fps
-    yaw, pitch, roll = _drift(rng, t, 4), _drift(rng, t, 3), _drift(rng, t, 2)
+    yaw = _drift(rng, t, 4) + h.posture[0]
+    pitch = _drift(rng, t, 3) + h.posture[1]
+    roll = _drift(rng, t, 2) + h.posture[2]
     blink = np.zeros(n)
     tb = rng.uniform(0.3, 2.5)
     while tb < dur:
         d = rng.uniform(0.15, 0.35)
         blink = np.maximum(blink, _bump(t, tb, d / 2, 0, d / 2))
-        tb += rng.uniform(2, 5)
+        tb += rng.uniform(0.5, 1.5) * h.blink_every
     eyes = np.zeros(n)
     mouth = np.zeros(n)
+    cover = np.zeros(n)  # a hand over the mouth (0..1)
     phone = 0.0  # -1 left ear, +1 right ear (image side), 2 = held low for texting
+
+    def mirror(ts: float) -> np.ndarray:  # mirror check, now and then a shoulder check
+        amp = rng.uniform(35, 45) if rng.random() < 0.2 else rng.uniform(15, 32)
+        return rng.choice([-1, 1]) * amp * _bump(t, ts, 0.3, rng.uniform(0.3, 1.0), 0.3)
+
+    def down(ts: float) -> np.ndarray:  # a glance at the speedometer or the radio
+        return _bump(t, ts, 0.25, rng.uniform(0.3, 1.2), 0.3) * rng.uniform(8, 20)
+
     if label == "normal":
-        if rng.random() < 0.8:
-            ts = rng.uniform(0.5, max(0.6, dur - 2))
-            yaw += rng.choice([-1, 1]) * rng.uniform(18, 30) * _bump(t, ts, 0.35, rng.uniform(0.4, 1.0), 0.35)
-        if rng.random() < 0.4:
-            mouth = _talk(rng, t)
+        yaw += _events(rng, t, h.glances, mirror)
+        dn = np.minimum(_events(rng, t, h.glances_down, down), 25)
+        pitch -= dn
+        eyes = np.maximum(eyes, 0.015 * dn)
+        if rng.random() < h.talkative:
+            mouth = _talk(rng, t, singing=rng.random() < 0.3)
     elif label == "yawn":
-        ts = rng.uniform(0.0, 0.8)
+        ts = rng.uniform(0.0, 1.5)
         while ts < dur:
-            hold = rng.uniform(1.0, 2.0)
-            b = _bump(t, ts, rng.uniform(0.8, 1.2), hold, rng.uniform(0.8, 1.1))
-            mouth = np.maximum(mouth, rng.uniform(0.7, 1.0) * b)
-            pitch += rng.uniform(5, 10) * b
-            eyes = np.maximum(eyes, rng.uniform(0.3, 0.5) * b)
-            ts += hold + 2.0 + rng.uniform(0.3, 1.2)
+            rise, hold, fall = rng.uniform(0.6, 1.5), rng.uniform(0.4, 2.5), rng.uniform(0.6, 1.3)
+            b = _bump(t, ts, rise, hold, fall)
+            mouth = np.maximum(mouth, rng.uniform(0.45, 1.0) * b)
+            pitch += h.yawn_pitch * rng.uniform(3, 12) * b
+            eyes = np.maximum(eyes, rng.uniform(0.3, 0.6) * b)
+            if rng.random() < h.covers_yawn:
+                cover = np.maximum(cover, _bump(t, ts + 0.3 * rise, 0.3, rise + hold, 0.4))
+            ts += rise + hold + fall + rng.uniform(0.8, 3.0)
+        yaw += _events(rng, t, 0.5 * h.glances, mirror)
     elif label == "phonecall":
-        phone = float(rng.choice([-1, 1]))
-        roll += phone * rng.uniform(6, 16)
-        yaw += phone * rng.uniform(2, 8)
+        phone = h.phone_side if rng.random() < 0.75 else -h.phone_side
+        roll += phone * (h.phone_roll + rng.uniform(-3, 3))
+        yaw += phone * rng.uniform(0, 8) + _events(rng, t, 0.5 * h.glances, mirror)
         if rng.random() < 0.8:
             mouth = _talk(rng, t)
     elif label == "text":
         phone = 2.0
-        down = rng.uniform(14, 26)
+        low = max(6.0, h.text_pitch + rng.uniform(-4, 4))
         up = np.zeros(n)
         ts = rng.uniform(0.5, 2.0)
         while ts < dur:
-            up = np.maximum(up, _bump(t, ts, 0.2, rng.uniform(0.2, 0.5), 0.25))
-            ts += rng.uniform(1.0, 2.5)
-        pitch += -down * (1 - up)
-        eyes = np.maximum(eyes, rng.uniform(0.3, 0.45) * (1 - up))
+            up = np.maximum(up, _bump(t, ts, 0.2, rng.uniform(0.2, 0.8), 0.25))
+            ts += rng.uniform(1.0, 3.0)
+        pitch += -low * (1 - up)
+        eyes = np.maximum(eyes, rng.uniform(0.25, 0.45) * (1 - up))
+        if rng.random() < 0.3:  # a voice message, reading aloud
+            mouth = _talk(rng, t)
     else:
         raise ValueError(f"unknown demo class {label!r}")
     close = np.clip(np.maximum(eyes, blink), 0, 1)
-    return {"yaw": yaw, "pitch": pitch, "roll": roll, "eyes": close, "mouth": mouth, "phone": np.full(n, phone)}
+    # the cabin: slow light changes, now and then a bridge or tunnel; a camera on a shaking mount
+    gain = 1.0 + 0.12 * _drift(rng, t, 1.0)
+    if rng.random() < 0.35:
+        gain *= 1 - rng.uniform(0.25, 0.4) * _bump(t, rng.uniform(0, dur), 0.3, rng.uniform(0.3, 2.0), 0.5)
+    shake = rng.uniform(0.2, 1.0)
+    dx = _drift(rng, t, 1.5 * shake) + rng.normal(0, 0.5 * shake, n)
+    dy = _drift(rng, t, 1.5 * shake) + rng.normal(0, 0.5 * shake, n)
+    return {
+        "yaw": yaw,
+        "pitch": pitch,
+        "roll": roll,
+        "eyes": close,
+        "mouth": mouth,
+        "cover": cover,
+        "phone": np.full(n, phone),
+        "gain": gain,
+        "dx": dx,
+        "dy": dy,
+    }
 
 
 # --- one frame ------------------------------------------------------------------------------
@@ -345,8 +434,10 @@ def warp(sub: Subject, dst: np.ndarray) -> np.ndarray:
     return cv2.remap(sub.still, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def paint(img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: float, phone: float) -> None:
-    """Cues the warp alone cannot give: mouth interior, closed lids, a phone and hand."""
+def paint(
+    img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: float, phone: float, cover: float = 0.0
+) -> None:
+    """Cues the warp alone cannot give: mouth interior, closed lids, a phone and hand, a hand over the mouth."""
     import cv2
 
     face = dst[: g.N_FACE, :2]
@@ -383,6 +474,22 @@ def paint(img: np.ndarray, sub: Subject, dst: np.ndarray, eyes: float, mouth: fl
             )
         a = float(np.clip((eyes - 0.3) / 0.5, 0, 1))
         cv2.addWeighted(layer, a, img, 1 - a, 0, dst=img)
+    if cover > 0.05:  # a hand over a yawn: the back of a hand, fingers towards one cheek
+        c = face[list(g.MOUTH_INNER)].mean(0) + [0.0, 0.06 * fh]
+        layer = img.copy()
+        cv2.ellipse(
+            layer,
+            (round(c[0]), round(c[1])),
+            (round(0.3 * fw), round(0.17 * fh)),
+            -10,
+            0,
+            360,
+            tuple(int(v * 0.92) for v in sub.skin),
+            -1,
+            lineType=cv2.LINE_AA,
+        )
+        a = float(np.clip(cover, 0, 1))
+        cv2.addWeighted(layer, a, img, 1 - a, 0, dst=img)
     if phone in (-1.0, 1.0):
         ear = face[g.EAR_RIGHT if phone < 0 else g.EAR_LEFT]
         c = ear + [phone * 0.06 * fw, 0.05 * fh]
@@ -418,16 +525,20 @@ def render_clip(sub: Subject, label: str, seed: int, n: int, fps: float) -> list
     import cv2
 
     rng = np.random.default_rng(seed)
-    sc = script(label, rng, n, fps)
+    sc = script(label, rng, n, fps, sub.habits)
     cv2.setRNGSeed(seed)
     noise = np.empty(sub.still.shape, np.float32)
+    h, w = sub.still.shape[:2]
     frames = []
     for i in range(n):
         dst = deform(sub, sc["yaw"][i], sc["pitch"][i], sc["roll"][i], sc["eyes"][i], sc["mouth"][i])
         img = warp(sub, dst)
-        paint(img, sub, dst, sc["eyes"][i], sc["mouth"][i], sc["phone"][i])
+        paint(img, sub, dst, sc["eyes"][i], sc["mouth"][i], sc["phone"][i], sc["cover"][i])
+        shift = np.array([[1.0, 0.0, sc["dx"][i]], [0.0, 1.0, sc["dy"][i]]])
+        img = cv2.warpAffine(img, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         cv2.randn(noise, 0.0, sub.noise)
-        frames.append(cv2.add(img.astype(np.float32), noise).clip(0, 255).astype(np.uint8))
+        out = cv2.add(img.astype(np.float32) * np.float32(sc["gain"][i]), noise)
+        frames.append(out.clip(0, 255).astype(np.uint8))
     return frames
 
 
@@ -476,6 +587,7 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
     n = round(p.seconds * p.fps)
     jobs, rows = [], []
     for si, sub in enumerate(subjects):
+        sub.habits = habits(p.seed, si)
         sid = f"s{si + 1:02d}"
         for ci, label in enumerate(CLASSES):
             for k in range(p.clips_per_class):
@@ -486,7 +598,7 @@ def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, s
     log.info(
         "demo: %d subjects x %d classes x %d clips of %g s", len(subjects), len(CLASSES), p.clips_per_class, p.seconds
     )
-    for rel, data in map_videos(_clip_job, jobs, workers, "demo clips"):
+    for rel, data in map_jobs(_clip_job, jobs, workers, "demo clips"):
         _write_bytes(out_dir / rel, data)
     buf = io.StringIO()
     wr = csv.DictWriter(buf, ["video", "subject", "label"], lineterminator="\n")

@@ -1,15 +1,17 @@
-"""`evaluate` stage: metrics, operating points and explanations for one trained model.
+"""`evaluate` stage: cross-validated metrics, operating points and explanations for one model.
 
-Writes ``reports/models/<model>/``: ``metrics.json`` (DVC metrics: macro-F1 and accuracy
-per split, the train-val gap, per-class precision/recall/F1/support, operating points,
-expected calibration error, parameters, CPU latency), ``confusion_test.csv`` (DVC plot),
-``figures/{confusion,pr_curves}.png``, ``wrong.csv`` (the most confidently wrong test
-windows, with video and time so a reviewer can open the clip), and, for models that have
-them, Integrated Gradients maps (``figures/ig_*.png``, importance in metrics.json) and
-attention plots (``figures/attention.png``). Every metric comes from scikit-learn.
+Scores come from the model's out-of-fold predictions (``models/<model>/oof.parquet``: every
+window scored by a fold model that never saw its subject), pooled over the folds. Writes
+``reports/models/<model>/``: ``metrics.json`` (DVC metrics: ``cv`` macro-F1 and accuracy
+with a 95% subject-bootstrap interval, per-class precision/recall/F1 with intervals, per-fold
+scores, the train-test gap, operating points with intervals, expected calibration error,
+parameters, CPU latency of the final model), ``confusion_cv.csv`` (DVC plot),
+``figures/{confusion,pr_curves}.png``, ``wrong.csv`` (the most confidently wrong windows,
+with video, subject and time so a reviewer can open the clip), and, for models that have
+them, Integrated Gradients maps and attention plots of the final model (``figures/``).
+Every metric comes from scikit-learn or pipeline/evaluation/intervals.py.
 
-The model is loaded once (:class:`~pipeline.modeling.predictor.Predictor`); everything is
-computed first (:func:`evaluate`), then drawn (:func:`draw`) and written.
+Everything is computed first (:func:`evaluate`), then drawn (:func:`draw`) and written.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.contracts.windows import SPLITS, load_split
+from pipeline.contracts.predictions import read_oof
+from pipeline.contracts.windows import read_windows
 from pipeline.core.config import Params, load_params
-from pipeline.core.files import atomic_path, write_json
+from pipeline.core.errors import DataError
+from pipeline.core.files import atomic_path, read_json, write_json
 from pipeline.core.runtime import ModelName, ModelsDir, ParamsOpt, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import numerics
 from pipeline.modeling.predictor import Predictor
@@ -45,13 +49,19 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) 
     return float(ece)
 
 
-def operating_points(y: np.ndarray, prob: np.ndarray, classes: list[str], min_precision: float, min_recall: float):
-    """Per class, from the one-vs-rest precision-recall curve on the test split:
+def operating_points(
+    y: np.ndarray, prob: np.ndarray, classes: list[str], min_precision: float, min_recall: float, subjects: np.ndarray
+):
+    """Per class, from the one-vs-rest precision-recall curve of the out-of-fold predictions:
 
     * ``alert``: the highest recall with precision >= ``min_precision`` (real-time alerting);
-    * ``report``: the highest precision with recall >= ``min_recall`` (post-hoc reporting).
+    * ``report``: the highest precision with recall >= ``min_recall`` (post-hoc reporting);
+
+    each with 95% subject-bootstrap intervals of its precision and recall at that threshold.
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from pipeline.evaluation.intervals import threshold_bootstrap
 
     out, curves = {}, {}
     for k, c in enumerate(classes):
@@ -68,6 +78,11 @@ def operating_points(y: np.ndarray, prob: np.ndarray, classes: list[str], min_pr
             "alert": _pick(p >= min_precision, r, p, p, r, t),
             "report": _pick(r >= min_recall, p, r, p, r, t),
         }
+        for mode in ("alert", "report"):
+            pt = out[c][mode]
+            if pt is not None:
+                ivs = threshold_bootstrap(target, prob[:, k], pt["threshold"], subjects)
+                pt["interval"] = {m: iv.as_dict() for m, iv in ivs.items()}
     return out, curves
 
 
@@ -99,7 +114,7 @@ def split_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str]) -> dict[s
 
 
 def confidently_wrong(index: pd.DataFrame, y: np.ndarray, prob: np.ndarray, classes: list[str], n: int = 10):
-    """The ``n`` test windows the model got wrong with the highest confidence."""
+    """The ``n`` windows the model got wrong (out of fold) with the highest confidence."""
     pred = prob.argmax(1)
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-prob[wrong, pred[wrong]], kind="stable")][:n]
@@ -115,9 +130,11 @@ def confidently_wrong(index: pd.DataFrame, y: np.ndarray, prob: np.ndarray, clas
 class Explanations:
     """What the figures of a model's explanations are drawn from (computed once)."""
 
-    pick: np.ndarray  # indices of the explained test windows
+    pick: np.ndarray  # indices of the explained windows
+    y: np.ndarray  # their true classes
+    pred: np.ndarray  # and the final model's predictions
     attr: np.ndarray | None = None  # (n, T, F) |IG| of the predicted class
-    attention: np.ndarray | None = None  # (N_test, T)
+    attention: np.ndarray | None = None  # (n, T)
 
 
 @dataclass
@@ -128,22 +145,26 @@ class Evaluation:
     classes: list[str]
     features: list[str]
     metrics: dict[str, Any]
-    y_test: np.ndarray
-    p_test: np.ndarray
+    y: np.ndarray  # true classes of every window
+    proba: np.ndarray  # out-of-fold probabilities
     curves: dict[str, tuple[np.ndarray, np.ndarray]]
     wrong: pd.DataFrame
     explained: Explanations | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def explain(predictor: Predictor, x: np.ndarray, pred: np.ndarray, max_windows: int) -> Explanations:
-    """IG attributions of the predicted class on a fixed sample of windows, and attention weights."""
+def explain(predictor: Predictor, x: np.ndarray, y: np.ndarray, max_windows: int) -> Explanations:
+    """IG attributions of the final model's predicted class and its attention weights, on a fixed
+    sample of windows (windows the final model was trained on: this shows what it looks at, not
+    how well it does; scores come from the out-of-fold predictions)."""
     rng = np.random.default_rng(0)
     pick = np.sort(rng.permutation(len(x))[:max_windows])
-    return Explanations(pick, predictor.attributions(x[pick], pred[pick]), predictor.attention(x))
+    xs = x[pick]
+    pred = predictor.proba(xs).argmax(1)
+    return Explanations(pick, y[pick], pred, predictor.attributions(xs, pred), predictor.attention(xs))
 
 
-def explanation_metrics(e: Explanations, y: np.ndarray, pred: np.ndarray, classes: list[str], feats: list[str]):
+def explanation_metrics(e: Explanations, classes: list[str], feats: list[str]):
     out: dict[str, Any] = {}
     if e.attr is not None:
         importance = e.attr.mean(axis=(0, 1))
@@ -151,48 +172,58 @@ def explanation_metrics(e: Explanations, y: np.ndarray, pred: np.ndarray, classe
         out["feature_importance"] = dict(zip(feats, importance.round(5).tolist(), strict=True))
     if e.attention is not None:
         out["attention_peak_step"] = {
-            c: int(e.attention[y == k].mean(0).argmax()) for k, c in enumerate(classes) if (y == k).any()
+            c: int(e.attention[e.y == k].mean(0).argmax()) for k, c in enumerate(classes) if (e.y == k).any()
         }
     return out
 
 
-def test_intervals(y: np.ndarray, prob: np.ndarray, index: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
-    """95% intervals of test macro-F1 and per-class precision/recall from resampling test subjects."""
+def cv_intervals(y: np.ndarray, prob: np.ndarray, subjects: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """95% intervals of macro-F1 and per-class precision/recall from resampling subjects."""
     from pipeline.evaluation.intervals import subject_bootstrap
 
-    res = subject_bootstrap(y, prob.argmax(1), index["subject"].to_numpy(), classes)
+    res = subject_bootstrap(y, prob.argmax(1), subjects, classes)
     return {
-        "method": "bootstrap over test subjects, 2000 replicates, 95% percentile",
+        "method": "bootstrap over subjects, 2000 replicates, 95% percentile",
         "subjects": res["subjects"],
         "macro_f1": res["macro_f1"].as_dict(),
         "per_class": {c: {k: iv.as_dict() for k, iv in pc.items()} for c, pc in res["per_class"].items()},
     }
 
 
-def evaluate(predictor: Predictor, data: dict[str, tuple], params: Params) -> Evaluation:
-    """Score every split, pick the operating points, explain the test split: no drawing, no files."""
-    meta = data["test"][3]
+def evaluate(predictor: Predictor, oof: tuple, folds: dict, windows: tuple, params: Params) -> Evaluation:
+    """Score the pooled out-of-fold predictions, pick the operating points, explain the final
+    model: no drawing, no files."""
+    y, proba, index, classes = oof
+    x, wy, windex, meta = windows
     predictor.card.check_windows(meta, "the windows")
-    classes, feats = list(meta["classes"]), list(meta["features"])
-    probs = {sp: predictor.proba(data[sp][0]) for sp in SPLITS}
-    metrics: dict[str, Any] = {sp: split_metrics(data[sp][1], probs[sp], classes) for sp in SPLITS}
-    metrics["gap"] = metrics["train"]["macro_f1"] - metrics["val"]["macro_f1"]
-    metrics["test"]["interval"] = test_intervals(data["test"][1], probs["test"], data["test"][2], classes)
-    x_test, y_test, p_test = data["test"][0], data["test"][1], probs["test"]
+    if len(windex) != len(index) or not (windex["window_id"].to_numpy() == index["window_id"].to_numpy()).all():
+        raise DataError(
+            f"the out-of-fold predictions of '{predictor.card.model}' are not for these windows; "
+            f"retrain it (dvc repro train@{predictor.card.model})"
+        )
+    feats = list(meta["features"])
+    subjects = index["subject"].astype(str).to_numpy()
+    cv = split_metrics(y, proba, classes)
+    cv["interval"] = cv_intervals(y, proba, subjects, classes)
+    cv["per_fold"] = {
+        str(f["fold"]): {k: f[k] for k in ("test_f1", "train_f1", "best_epoch", "subjects")} for f in folds["folds"]
+    }
+    metrics: dict[str, Any] = {"cv": cv}
+    metrics["gap"] = float(np.mean([f["train_f1"] - f["test_f1"] for f in folds["folds"]]))
     ev = params.evaluate
     metrics["operating_points"], curves = operating_points(
-        y_test, p_test, classes, ev.alert_precision, ev.report_recall
+        y, proba, classes, ev.alert_precision, ev.report_recall, subjects
     )
-    metrics["ece"] = expected_calibration_error(y_test, p_test)
-    metrics["latency_ms"] = predictor.latency_ms(x_test)
+    metrics["ece"] = expected_calibration_error(y, proba)
+    metrics["latency_ms"] = predictor.latency_ms(x)
     metrics["parameters"] = predictor.n_parameters()
-    pred = p_test.argmax(1)
+    metrics["final_epochs"] = predictor.card.epochs
     explained = None
     if predictor.spec.neural or predictor.spec.attention:
-        explained = explain(predictor, x_test, pred, ev.explain_windows)
-        metrics["explanations"] = explanation_metrics(explained, y_test, pred, classes, feats)
-    wrong = confidently_wrong(data["test"][2], y_test, p_test, classes)
-    return Evaluation(predictor.card.model, classes, feats, metrics, y_test, p_test, curves, wrong, explained)
+        explained = explain(predictor, x, wy, ev.explain_windows)
+        metrics["explanations"] = explanation_metrics(explained, classes, feats)
+    wrong = confidently_wrong(index, y, proba, classes)
+    return Evaluation(predictor.card.model, classes, feats, metrics, y, proba, curves, wrong, explained)
 
 
 # --- drawing (reads an Evaluation, computes nothing) -------------------------------------------
@@ -225,9 +256,9 @@ def _confusion(plt, e: Evaluation, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     labels = list(range(len(e.classes)))
     ConfusionMatrixDisplay.from_predictions(
-        e.y_test, e.p_test.argmax(1), labels=labels, display_labels=e.classes, ax=ax, colorbar=False
+        e.y, e.proba.argmax(1), labels=labels, display_labels=e.classes, ax=ax, colorbar=False
     )
-    ax.set_title(f"{e.name}: test confusion matrix", fontsize=9)
+    ax.set_title(f"{e.name}: out-of-fold confusion matrix", fontsize=9)
     _save(plt, fig, path)
 
 
@@ -245,15 +276,14 @@ def _pr_curves(plt, e: Evaluation, path: Path) -> None:
                 ax.plot(pt["recall"], pt["precision"], marker, color=f"C{k}")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(f"{e.name}: test PR curves (o alert, s report)", fontsize=9)
+    ax.set_title(f"{e.name}: out-of-fold PR curves (o alert, s report)", fontsize=9)
     ax.legend(fontsize=7)
     _save(plt, fig, path)
 
 
 def _ig_maps(plt, e: Evaluation, path: Path) -> None:
     assert e.explained is not None and e.explained.attr is not None
-    pick, attr = e.explained.pick, e.explained.attr
-    y, pred = e.y_test[pick], e.p_test.argmax(1)[pick]
+    attr, y, pred = e.explained.attr, e.explained.y, e.explained.pred
     feats = e.features
     fig, axes = plt.subplots(2, len(e.classes), figsize=(3.2 * len(e.classes), 5.5), squeeze=False)
     for k, c in enumerate(e.classes):
@@ -279,7 +309,7 @@ def _ig_importance(plt, e: Evaluation, path: Path) -> None:
 
 def _attention(plt, e: Evaluation, path: Path) -> None:
     assert e.explained is not None and e.explained.attention is not None
-    w, y, pred = e.explained.attention, e.y_test, e.p_test.argmax(1)
+    w, y, pred = e.explained.attention, e.explained.y, e.explained.pred
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for k, c in enumerate(e.classes):
         for style, mask in (("-", (y == k) & (pred == k)), (":", (y == k) & (pred != k))):
@@ -294,15 +324,15 @@ def _attention(plt, e: Evaluation, path: Path) -> None:
     axes[1].boxplot(w[:, steps], positions=steps, widths=step * 0.6, showfliers=False)
     axes[1].set_xticks(steps[::5], steps[::5])
     axes[1].set_xlabel("time step", fontsize=7)
-    axes[1].set_title(f"attention per time step over the test set (every {step} steps)", fontsize=8)
+    axes[1].set_title(f"attention per time step, {len(w)} windows (every {step} steps)", fontsize=8)
     _save(plt, fig, path)
 
 
 # --- writing -------------------------------------------------------------------------------------
 def write(e: Evaluation, out: Path) -> None:
     names = np.asarray(e.classes)
-    cm = pd.DataFrame({"actual": names[e.y_test], "predicted": names[e.p_test.argmax(1)]})
-    with atomic_path(out / "confusion_test.csv") as tmp:
+    cm = pd.DataFrame({"actual": names[e.y], "predicted": names[e.proba.argmax(1)]})
+    with atomic_path(out / "confusion_cv.csv") as tmp:
         cm.to_csv(tmp, index=False)
     with atomic_path(out / "wrong.csv") as tmp:
         e.wrong.to_csv(tmp, index=False)
@@ -310,15 +340,18 @@ def write(e: Evaluation, out: Path) -> None:
 
 
 def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_dir: Path) -> dict:
-    """Evaluate one trained model on every split and explain it."""
+    """Evaluate one cross-validated model from its out-of-fold predictions; explain its final model."""
     predictor = Predictor.load(models_dir / name)
-    data = {sp: load_split(windows_dir, sp) for sp in SPLITS}
-    log.info("evaluate %s on %s windows", name, ", ".join(f"{sp} {len(data[sp][1])}" for sp in SPLITS))
-    e = evaluate(predictor, data, params)
+    oof = read_oof(models_dir / name / "oof.parquet")
+    folds = read_json(models_dir / name / "folds.json")
+    windows = read_windows(windows_dir)
+    log.info("evaluate %s on %d out-of-fold windows (%d folds)", name, len(oof[0]), len(folds["folds"]))
+    e = evaluate(predictor, oof, folds, windows, params)
     out = reports_dir / name
     draw(e, out / "figures")
     write(e, out)
-    return {"model": name, **{f"{sp}_f1": round(e.metrics[sp]["macro_f1"], 4) for sp in SPLITS}}
+    iv = e.metrics["cv"]["interval"]["macro_f1"]
+    return {"model": name, "cv_f1": round(e.metrics["cv"]["macro_f1"], 4), "interval": [iv["lo"], iv["hi"]]}
 
 
 def _round(obj: Any) -> Any:
@@ -338,7 +371,7 @@ def main(
     models_dir: ModelsDir = Path("models"),
     reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
-    """Metrics, operating points and explanations for one trained model."""
+    """Cross-validated metrics, operating points and explanations for one trained model."""
 
     def work() -> dict:
         p = load_params(params)

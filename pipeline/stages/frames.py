@@ -22,7 +22,7 @@ from pipeline.contracts.frames import Plan, write_plan
 from pipeline.contracts.labels import load_labels
 from pipeline.core.config import Params, load_params, resolve_workers
 from pipeline.core.files import write_json
-from pipeline.core.parallel import dask_address, map_videos
+from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import ParamsOpt, run_stage
 from pipeline.vision.geometry import Letterbox, letterbox_image
 from pipeline.vision.video import VideoError, decode, probe
@@ -137,7 +137,7 @@ def run(params: Params, out_dir: Path) -> dict:
     )
     videos = {}
     address = dask_address(params.parallel.dask_address)
-    for res in map_videos(process_video, jobs, resolve_workers(params.frames.workers), "frames", address):
+    for res in map_jobs(process_video, jobs, resolve_workers(params.frames.workers), "frames", address):
         videos[res["video_id"]] = res
         if res["status"] != "ok":
             log.warning("quarantined %s: %s", res["video"], res["reason"])

@@ -17,7 +17,7 @@ from pipeline.contracts.frames import Plan, iter_frames, read_plan
 from pipeline.contracts.landmarks import Hand, LandmarksWriter
 from pipeline.core.config import LandmarksParams, Params, load_params, resolve_workers
 from pipeline.core.files import read_json, write_json
-from pipeline.core.parallel import dask_address, map_videos
+from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import FramesDir, ParamsOpt, run_stage
 from pipeline.vision import mediapipe as mpa
 from pipeline.vision.geometry import N_FACE, N_HAND
@@ -116,7 +116,7 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
     log.info("landmarks: %d videos (hands %s)", len(jobs), "on" if p.hands else "off")
     videos = {}
     address = dask_address(params.parallel.dask_address)
-    for res in map_videos(process_video, jobs, resolve_workers(p.workers), "landmarks", address):
+    for res in map_jobs(process_video, jobs, resolve_workers(p.workers), "landmarks", address):
         videos[res["video_id"]] = res
         if res["status"] != "ok":
             log.warning("quarantined %s: %s", res["video"], res["reason"])

@@ -21,14 +21,24 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts.quarantine import read_quarantine
-from pipeline.contracts.windows import load_split, read_meta
+from pipeline.contracts.windows import read_index, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json
 from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import registry
 
-SECTIONS = ("title", "data", "recommendation", "comparison", "paired", "operating_points", "best_model")
+SECTIONS = (
+    "title",
+    "data",
+    "recommendation",
+    "comparison",
+    "paired",
+    "per_fold",
+    "per_class",
+    "operating_points",
+    "best_model",
+)
 PR_SECTIONS = ("title", "recommendation", "comparison", "paired", "operating_points")
 TIED = "statistically tied with the best (paired interval of the difference includes 0)"
 
@@ -56,18 +66,24 @@ def data_summary(validation: dict, meta: dict, quarantine: dict) -> list[str]:
     lines.append(
         f"- validation: {status} ({n} expectations, {len(warn)} warnings; see `reports/validation/summary.md`)"
     )
-    per = meta.get("counts", {}).get("per_split", {})
+    lines += [
+        "",
+        f"Subject-grouped {meta.get('folds')}-fold cross-validation: every subject is scored exactly once, by "
+        "models that never saw that subject (in training or early stopping). All scores below are from these "
+        "pooled out-of-fold predictions; intervals come from resampling subjects.",
+    ]
+    per = meta.get("counts", {}).get("per_fold", {})
     if per:
         classes = meta["classes"]
         lines += [
             "",
-            "| split | subjects | " + " | ".join(classes) + " | total |",
+            "| fold | subjects | " + " | ".join(classes) + " | total |",
             "|---|---|" + "---|" * (len(classes) + 1),
         ]
-        for sp, counts in per.items():
-            subj = len(meta.get("subjects", {}).get(sp, []))
+        for f, counts in per.items():
+            subj = ", ".join(meta.get("subjects", {}).get(f, []))
             lines.append(
-                f"| {sp} | {subj} | " + " | ".join(str(counts[c]) for c in classes) + f" | {sum(counts.values())} |"
+                f"| {f} | {subj} | " + " | ".join(str(counts[c]) for c in classes) + f" | {sum(counts.values())} |"
             )
     lines += [
         "",
@@ -77,33 +93,46 @@ def data_summary(validation: dict, meta: dict, quarantine: dict) -> list[str]:
     return lines
 
 
-def alert_score(m: dict) -> float:
-    """Mean recall at the real-time alerting operating point (0 where precision was never reached)."""
+def f1(m: dict) -> float:
+    """The headline: cross-validated (pooled out-of-fold) macro-F1."""
+    return m["cv"]["macro_f1"]
+
+
+def mode_score(m: dict, mode: str, key: str) -> float:
+    """Mean ``key`` (recall for ``alert``, precision for ``report``) over classes at an operating
+    point (0 where its target was never reached)."""
     ops = m["operating_points"].values()
-    return sum((o["alert"] or {}).get("recall", 0.0) for o in ops) / max(1, len(ops))
+    return sum((o[mode] or {}).get(key, 0.0) for o in ops) / max(1, len(ops))
+
+
+BEST = "best cross-validated macro-F1"
+ALERT = "real-time alerts (precision first: best recall at the alert precision)"
+REPORT = "post-hoc reports (recall first: best precision at the report recall)"
 
 
 def recommend(metrics: dict[str, dict]) -> dict[str, str]:
-    """Best test macro-F1; most stable (smallest |gap| among the models beating every baseline); best alerter."""
+    """Best CV macro-F1; most stable (smallest |gap| among the models beating every baseline); the
+    precision-first model for alerts and the recall-first one for reports."""
     baselines = [k for k in metrics if registry.get(k).baseline]
-    floor = max((metrics[k]["test"]["macro_f1"] for k in baselines), default=0.0)
-    strong = {k: m for k, m in metrics.items() if m["test"]["macro_f1"] > floor} or metrics
+    floor = max((f1(metrics[k]) for k in baselines), default=0.0)
+    strong = {k: m for k, m in metrics.items() if f1(m) > floor} or metrics
     return {
-        "best test macro-F1": max(metrics, key=lambda k: metrics[k]["test"]["macro_f1"]),
-        "most stable (smallest train-val gap)": min(
-            strong, key=lambda k: (abs(strong[k]["gap"]), -strong[k]["test"]["macro_f1"])
+        BEST: max(metrics, key=lambda k: f1(metrics[k])),
+        "most stable (smallest train-test gap over the folds)": min(
+            strong, key=lambda k: (abs(strong[k]["gap"]), -f1(strong[k]))
         ),
-        "real-time alerts (best recall at the alert precision)": max(metrics, key=lambda k: alert_score(metrics[k])),
+        ALERT: max(metrics, key=lambda k: (mode_score(metrics[k], "alert", "recall"), f1(metrics[k]))),
+        REPORT: max(metrics, key=lambda k: (mode_score(metrics[k], "report", "precision"), f1(metrics[k]))),
     }
 
 
-def test_predictions(reports_dir: Path, models: list[str], classes: list[str]) -> tuple[np.ndarray, dict]:
-    """True classes and each model's predicted classes on the test windows (confusion_test.csv, in
-    the test split's window order, the same for every model)."""
+def oof_predictions(reports_dir: Path, models: list[str], classes: list[str]) -> tuple[np.ndarray, dict]:
+    """True classes and each model's out-of-fold predicted classes (confusion_cv.csv, in the windows'
+    row order, the same for every model)."""
     code = {c: k for k, c in enumerate(classes)}
     y, preds = None, {}
     for m in models:
-        df = pd.read_csv(reports_dir / "models" / m / "confusion_test.csv")
+        df = pd.read_csv(reports_dir / "models" / m / "confusion_cv.csv")
         y = df["actual"].map(code).to_numpy()
         preds[m] = df["predicted"].map(code).to_numpy()
     return y, preds
@@ -112,18 +141,25 @@ def test_predictions(reports_dir: Path, models: list[str], classes: list[str]) -
 def paired_comparisons(
     metrics: dict[str, dict], y: np.ndarray, preds: dict[str, np.ndarray], subjects: np.ndarray, n_classes: int
 ) -> dict[str, dict[str, Any]]:
-    """Each model's test macro-F1 minus the best model's and minus the strongest baseline's, paired over
-    the same resampled test subjects."""
+    """Each model's CV macro-F1 minus the best model's and minus the strongest baseline's, paired over
+    the same resampled subjects."""
     from pipeline.evaluation.intervals import paired_difference
 
-    best = max(metrics, key=lambda k: metrics[k]["test"]["macro_f1"])
+    best = max(metrics, key=lambda k: f1(metrics[k]))
     baselines = [k for k in metrics if registry.get(k).baseline]
-    base = max(baselines, key=lambda k: metrics[k]["test"]["macro_f1"]) if baselines else None
-    out = {}
+    base = max(baselines, key=lambda k: f1(metrics[k])) if baselines else None
+    stats = [k for k in metrics if k.startswith("stats_")]
+    refs = {
+        "best": best,
+        "baseline": base,
+        "stats": max(stats, key=lambda k: f1(metrics[k])) if stats else None,
+        "minirocket": "minirocket" if "minirocket" in metrics else None,
+    }
+    out: dict[str, dict[str, Any]] = {}
     for m in metrics:
-        vs_best = paired_difference(y, preds[m], preds[best], subjects, n_classes)
-        vs_base = paired_difference(y, preds[m], preds[base], subjects, n_classes) if base else None
-        out[m] = {"best": best, "vs_best": vs_best, "baseline": base, "vs_baseline": vs_base}
+        out[m] = dict(refs)
+        for key, ref in refs.items():
+            out[m][f"vs_{key}"] = paired_difference(y, preds[m], preds[ref], subjects, n_classes) if ref else None
     return out
 
 
@@ -141,59 +177,121 @@ def _iv(iv: Any) -> str:
     return f"{iv.point:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
 
 
+def _ivs(iv: dict | None, digits: int = 2) -> str:
+    return "" if not iv else f" [{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]"
+
+
 def paired_table(metrics: dict[str, dict], paired: dict[str, dict[str, Any]], n_subjects: int) -> list[str]:
     any_p = next(iter(paired.values()))
     best, base = any_p["best"], any_p["baseline"]
     lines = [
-        "## Paired comparison (test split)",
+        "## Paired comparison",
         "",
-        f"Difference in test macro-F1 against the best model (`{best}`) and the strongest baseline "
-        f"(`{base}`), with a 95% interval from resampling test subjects (the same subjects for both "
-        "models). 'tie' = the interval includes 0: the test set cannot tell the two apart.",
+        f"Difference in cross-validated macro-F1 against the best model (`{best}`) and the strongest baseline "
+        f"(`{base}`), with a 95% interval from resampling subjects (the same subjects for both models). "
+        "'tie' = the interval includes 0: the data cannot tell the two apart.",
         "",
         *(
             [
-                f"**Only {n_subjects} test subjects**: a bootstrap over so few drivers has few distinct "
+                f"**Only {n_subjects} subjects**: a bootstrap over so few drivers has few distinct "
                 "resamples, so these intervals are coarse. Read a tie as 'not shown to differ'.",
                 "",
             ]
             if n_subjects < 5
             else []
         ),
-        "| model | test F1 | vs best | | vs strongest baseline | |",
+        "| model | CV F1 | vs best | | vs strongest baseline | |",
         "|---|---|---|---|---|---|",
     ]
-    for m in sorted(paired, key=lambda k: -metrics[k]["test"]["macro_f1"]):
+    for m in sorted(paired, key=lambda k: -f1(metrics[k])):
         p = paired[m]
         b = p["vs_best"]
         verdict_b = "-" if m == best else ("tie" if not b.excludes_zero() else "worse")
         vb = p["vs_baseline"]
-        verdict_base = (
-            "-"
-            if vb is None or m == base
-            else ("tie" if not vb.excludes_zero() else ("better" if vb.point > 0 else "worse"))
-        )
         lines.append(
-            f"| `{m}` | {metrics[m]['test']['macro_f1']:.3f} | {'-' if m == best else _iv(b)} | {verdict_b} "
-            f"| {'-' if vb is None or m == base else _iv(vb)} | {verdict_base} |"
+            f"| `{m}` | {f1(metrics[m]):.3f} | {'-' if m == best else _iv(b)} | {verdict_b} "
+            f"| {'-' if vb is None or m == base else _iv(vb)} | {'-' if m == base else verdict(vb)} |"
         )
     return lines
 
 
+def verdict(d: Any) -> str:
+    """A paired difference as a word: tie (interval includes 0), better or worse."""
+    if d is None:
+        return "-"
+    return "tie" if not d.excludes_zero() else ("better" if d.point > 0 else "worse")
+
+
+def baseline_lines(metrics: dict[str, dict], paired: dict[str, dict[str, Any]]) -> list[str]:
+    """Do the neural models beat the statistics baselines and MiniRocket? Said plainly, from the paired intervals."""
+    neural = [m for m in metrics if registry.get(m).neural]
+    out = []
+    stats = [m for m in metrics if m.startswith("stats_")]
+    if neural and stats:
+        from collections import Counter
+
+        strongest_stats = max(stats, key=lambda k: f1(metrics[k]))
+        counts = Counter(verdict(paired[m]["vs_stats"]) for m in neural)
+        out.append(
+            f"- neural models against the strongest statistics baseline (`{strongest_stats}`): "
+            f"{counts['better']} better, {counts['tie']} tied, {counts['worse']} worse (paired 95% intervals)."
+        )
+    if neural and "minirocket" in metrics:
+        top = max(neural, key=lambda k: f1(metrics[k]))
+        v = verdict(paired[top]["vs_minirocket"])
+        words = {
+            "better": "beats MiniRocket outside the noise",
+            "tie": "does **not** beat MiniRocket: the two are statistically tied",
+            "worse": "does **not** beat MiniRocket: it is worse outside the noise",
+        }
+        out.append(f"- the best neural model, `{top}`, {words[v]} ({_iv(paired[top]['vs_minirocket'])}).")
+    return out
+
+
 def comparison_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
-    head = "| model | train F1 | val F1 | test F1 | gap | " + " | ".join(f"{c} P/R" for c in classes)
+    head = "| model | CV F1 [95% CI] | folds min-max | gap | " + " | ".join(f"{c} P/R" for c in classes)
     head += " | ECE | latency ms | params |"
     lines = [head, "|---" * (8 + len(classes)) + "|"]
-    for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["test"]["macro_f1"]):
-        pc = m["test"]["per_class"]
+    for name, m in sorted(metrics.items(), key=lambda kv: -f1(kv[1])):
+        pc = m["cv"]["per_class"]
         cells = [f"{pc[c]['precision']:.2f}/{pc[c]['recall']:.2f}" for c in classes]
-        iv = m["test"].get("interval", {}).get("macro_f1")
-        test = f"**{m['test']['macro_f1']:.3f}**" + (f" [{iv['lo']:.2f}, {iv['hi']:.2f}]" if iv else "")
+        folds = [f["test_f1"] for f in m["cv"]["per_fold"].values()]
         lines.append(
-            f"| `{name}` | {m['train']['macro_f1']:.3f} | {m['val']['macro_f1']:.3f} | {test} "
+            f"| `{name}` | **{f1(m):.3f}**{_ivs(m['cv']['interval']['macro_f1'])} | {min(folds):.2f}-{max(folds):.2f} "
             f"| {m['gap']:+.3f} | " + " | ".join(cells) + f" | {m['ece']:.3f} | {m['latency_ms']:.2f} | "
             f"{m['parameters']:,} |"
         )
+    return lines
+
+
+def per_fold_table(metrics: dict[str, dict]) -> list[str]:
+    folds = list(next(iter(metrics.values()))["cv"]["per_fold"])
+    lines = [
+        "## Per-fold scores",
+        "",
+        "Macro-F1 of each fold's model on its own (unseen) subjects; the spread is how much one model's score "
+        "moves with the drivers it is tested on.",
+        "",
+        "| model | " + " | ".join(f"fold {f}" for f in folds) + " | mean | sd |",
+        "|---" * (3 + len(folds)) + "|",
+    ]
+    for name, m in sorted(metrics.items(), key=lambda kv: -f1(kv[1])):
+        v = np.array([m["cv"]["per_fold"][f]["test_f1"] for f in folds])
+        lines.append(f"| `{name}` | " + " | ".join(f"{x:.3f}" for x in v) + f" | {v.mean():.3f} | {v.std():.3f} |")
+    return lines
+
+
+def per_class_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
+    lines = [
+        "## Per-class precision and recall (95% intervals)",
+        "",
+        "| model | " + " | ".join(f"{c} precision | {c} recall" for c in classes) + " |",
+        "|---" * (1 + 2 * len(classes)) + "|",
+    ]
+    for name, m in sorted(metrics.items(), key=lambda kv: -f1(kv[1])):
+        pc = m["cv"]["interval"]["per_class"]
+        cells = [f"{pc[c][k]['point']:.2f}{_ivs(pc[c][k])}" for c in classes for k in ("precision", "recall")]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -203,32 +301,39 @@ def comparison_png(metrics: dict[str, dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted(metrics, key=lambda k: metrics[k]["test"]["macro_f1"])
+    names = sorted(metrics, key=lambda k: f1(metrics[k]))
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(names) + 1.2))
     y = np.arange(len(names))
-    test = np.array([metrics[n]["test"]["macro_f1"] for n in names])
-    ivs = [metrics[n]["test"].get("interval", {}).get("macro_f1") for n in names]
-    lo = np.array([iv["lo"] if iv else t for iv, t in zip(ivs, test, strict=True)])
-    hi = np.array([iv["hi"] if iv else t for iv, t in zip(ivs, test, strict=True)])
+    point = np.array([f1(metrics[n]) for n in names])
+    ivs = [metrics[n]["cv"]["interval"]["macro_f1"] for n in names]
+    lo, hi = np.array([iv["lo"] for iv in ivs]), np.array([iv["hi"] for iv in ivs])
     base = [registry.get(n).baseline for n in names]
-    err = [np.clip(test - lo, 0, None), np.clip(hi - test, 0, None)]  # a percentile interval may miss the point
-    ax.errorbar(test, y, xerr=err, fmt="none", ecolor="C3", elinewidth=1.2, capsize=2)
-    ax.scatter(test, y, c=["C7" if b else "C3" for b in base], zorder=3, s=22, label="test (95% subject bootstrap)")
-    ax.scatter([metrics[n]["val"]["macro_f1"] for n in names], y, marker="|", c="C0", s=40, label="validation")
-    best = int(np.argmax(test))
+    err = [np.clip(point - lo, 0, None), np.clip(hi - point, 0, None)]  # a percentile interval may miss the point
+    for i, n in enumerate(names):
+        folds = [f["test_f1"] for f in metrics[n]["cv"]["per_fold"].values()]
+        ax.scatter(folds, [i] * len(folds), marker="|", c="C0", s=30, label="per fold" if i == 0 else None)
+    ax.errorbar(point, y, xerr=err, fmt="none", ecolor="C3", elinewidth=1.2, capsize=2)
+    ax.scatter(point, y, c=["C7" if b else "C3" for b in base], zorder=3, s=22, label="pooled (95% subject bootstrap)")
+    best = int(np.argmax(point))
     ax.axvspan(lo[best], hi[best], color="C3", alpha=0.08, lw=0)  # models reaching into this band may tie
     ax.set_yticks(y, [f"{n} (baseline)" if b else n for n, b in zip(names, base, strict=True)], fontsize=8)
     ax.set_xlabel("macro-F1")
     ax.set_xlim(0, 1.02)
     ax.legend(fontsize=7, loc="upper left")  # the strong models sit on the right
-    ax.set_title("Test macro-F1 with 95% intervals (resampling subjects)", fontsize=9)
+    ax.set_title("Cross-validated macro-F1 with 95% intervals (resampling subjects)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
 
 
 def _cell(p: dict | None) -> str:
-    return "-" if not p else f"{p['threshold']:.2f} ({p['precision']:.2f}/{p['recall']:.2f})"
+    if not p:
+        return "-"
+    iv = p.get("interval", {})
+    return (
+        f"{p['threshold']:.2f}: P {p['precision']:.2f}{_ivs(iv.get('precision'))}, "
+        f"R {p['recall']:.2f}{_ivs(iv.get('recall'))}"
+    )
 
 
 def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
@@ -241,35 +346,47 @@ def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_pa
     ev = params.evaluate
     out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
     out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
-    index = load_split(windows_dir, "test")[2]
-    y, preds = test_predictions(reports_dir, list(metrics), classes)
-    paired = paired_comparisons(metrics, y, preds, index["subject"].to_numpy(), len(classes))
+    index = read_index(windows_dir)
+    y, preds = oof_predictions(reports_dir, list(metrics), classes)
+    if len(y) != len(index):
+        raise DataError(f"the models' predictions do not match {windows_dir}: rerun `dvc repro` (evaluate)")
+    paired = paired_comparisons(metrics, y, preds, index["subject"].astype(str).to_numpy(), len(classes))
     tied = tied_with_best(paired)
     out["recommendation"] = ["## Recommendation", ""] + [
-        f"- {k}: **`{v}`** (test macro-F1 {metrics[v]['test']['macro_f1']:.3f}, gap {metrics[v]['gap']:+.3f})"
+        f"- {k}: **`{v}`** (CV macro-F1 {f1(metrics[v]):.3f}{_ivs(metrics[v]['cv']['interval']['macro_f1'])}, "
+        f"gap {metrics[v]['gap']:+.3f})"
         for k, v in rec.items()
     ]
     if len(tied) > 1:
         pick = smallest(metrics, tied)
         out["recommendation"] += [
-            f"- {TIED}: {', '.join(f'`{t}`' for t in tied if t != rec['best test macro-F1'])}. "
-            f"The test set cannot rank these; the smallest of them is **`{pick}`** "
+            f"- {TIED}: {', '.join(f'`{t}`' for t in tied if t != rec[BEST])}. "
+            f"The data cannot rank these; the smallest of them is **`{pick}`** "
             f"({metrics[pick]['parameters']:,} parameters, {metrics[pick]['latency_ms']:.2f} ms per window)."
         ]
+    else:
+        out["recommendation"].append(f"- `{rec[BEST]}` leads every other model outside the noise.")
+    out["recommendation"] += baseline_lines(metrics, paired)
     out["paired"] = paired_table(metrics, paired, index["subject"].nunique())
     out["comparison"] = [
-        "## Model comparison (test split unless noted; P/R = precision/recall)",
+        "## Model comparison (pooled out-of-fold predictions; P/R = precision/recall)",
+        "",
+        "Gap: mean over folds of the fold model's macro-F1 on its training windows minus that on its unseen "
+        "subjects. Latency: the final model (trained on all subjects), one window, one CPU thread.",
         "",
         *comparison_table(metrics, classes),
         "",
         "![comparison](comparison.png)",
     ]
+    out["per_fold"] = per_fold_table(metrics)
+    out["per_class"] = per_class_table(metrics, classes)
     head = "| model | " + " | ".join(f"{c} alert | {c} report" for c in classes) + " |"
     out["operating_points"] = [
-        "## Operating points (test split)",
+        "## Operating points",
         "",
         f"Alert: best recall with precision >= {ev.alert_precision}; report: best precision with recall >= "
-        f"{ev.report_recall}. Each cell: threshold (precision/recall); '-' where the target is never reached.",
+        f"{ev.report_recall}, chosen on the pooled out-of-fold predictions. Each cell: threshold: precision "
+        "and recall with 95% subject-bootstrap intervals at that threshold; '-' where the target is never reached.",
         "",
         head,
         "|---" * (1 + 2 * len(classes)) + "|",
@@ -278,7 +395,7 @@ def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_pa
         ops = m["operating_points"]
         cells = " | ".join(f"{_cell(ops[c]['alert'])} | {_cell(ops[c]['report'])}" for c in classes)
         out["operating_points"].append(f"| `{name}` | {cells} |")
-    best = rec["best test macro-F1"]
+    best = rec[BEST]
     lines = [f"## The best model, `{best}`", ""]
     for fig in ("confusion", "pr_curves", "ig_importance", "ig_maps", "attention"):
         if (reports_dir / "models" / best / "figures" / f"{fig}.png").exists():
@@ -288,7 +405,7 @@ def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_pa
         w = pd.read_csv(wrong)
         lines += [
             "",
-            "Most confidently wrong test windows (open the clip at these times):",
+            "Most confidently wrong windows of the pooled out-of-fold predictions (open the clip at these times):",
             "",
             "| video | subject | from s | to s | true | predicted | confidence |",
             "|---|---|---|---|---|---|---|",
@@ -351,9 +468,10 @@ def run(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: P
 
 # --- pull-request comment ------------------------------------------------------------------------
 def _headline(m: dict | None) -> tuple[float, float | None, float | None] | None:
-    if m is None:
+    """(macro-F1, lo, hi) of the cross-validated score (None: no CV score in these metrics)."""
+    if m is None or "cv" not in m:
         return None
-    t = m["test"]
+    t = m["cv"]
     iv = t.get("interval", {}).get("macro_f1")
     return (t["macro_f1"], iv["lo"], iv["hi"]) if iv else (t["macro_f1"], None, None)
 
@@ -364,8 +482,8 @@ def headline_changes(before: dict[str, dict | None], now: dict[str, dict], base:
     lines = [
         f"## Headline against `{base}`",
         "",
-        "Test macro-F1 with its 95% subject-bootstrap interval, before and now. A change counts only when "
-        "the two intervals do not overlap.",
+        "Cross-validated macro-F1 with its 95% subject-bootstrap interval, before and now. A change counts "
+        "only when the two intervals do not overlap.",
         "",
         "| model | before | now | verdict |",
         "|---|---|---|---|",
@@ -378,19 +496,23 @@ def headline_changes(before: dict[str, dict | None], now: dict[str, dict], base:
 
     for m in now:
         a, b = _headline(before.get(m)), _headline(now[m])
-        if a is None:
-            verdict = "new model"
+        if a is None and before.get(m) is not None:
+            word = "not comparable (no cross-validated score at the base)"
+        elif a is None:
+            word = "new model"
+        elif b is None:
+            word = "no cross-validated score now"
         elif a[0] == b[0]:
-            verdict = "unchanged"
+            word = "unchanged"
         elif a[1] is None or b[1] is None:
-            verdict = "changed (no interval on one side to judge it)"
+            word = "changed (no interval on one side to judge it)"
         elif b[1] > a[2]:
-            verdict = "**better, outside the noise**"
+            word = "**better, outside the noise**"
         elif b[2] < a[1]:
-            verdict = "**worse, outside the noise**"
+            word = "**worse, outside the noise**"
         else:
-            verdict = "changed within the noise"
-        lines.append(f"| `{m}` | {fmt(a)} | {fmt(b)} | {verdict} |")
+            word = "changed within the noise"
+        lines.append(f"| `{m}` | {fmt(a)} | {fmt(b)} | {word} |")
     for m in sorted(set(before) - set(now)):
         lines.append(f"| `{m}` | {fmt(_headline(before[m]))} | - | removed |")
     return lines

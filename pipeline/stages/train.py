@@ -1,10 +1,13 @@
-"""`train` stage: fit one model of the registry (zoo or baseline) on the windows, select on validation.
+"""`train` stage: cross-validate one model of the registry by subject, then train it on everyone.
 
-Writes the trained-model contract ``models/<name>/{config.json, weights}``
-(pipeline/contracts/model.py) and a per-epoch log ``reports/models/<name>/train_log.csv``
-(epoch, train/val loss and macro-F1, lr; no timings, so it too repeats byte for byte).
-Training runs with pinned CPU numerics (pipeline/modeling/numerics.py), so the same data
-and params give the same bytes on any x86-64 CPU; the training time goes to the log only.
+Writes ``models/<name>/``: the trained-model contract ``config.json`` + weights of the
+final model (all subjects, ``median best epoch`` of the folds; its z-score normalisation is
+in the card), ``oof.parquet`` (every window's out-of-fold class probabilities,
+pipeline/contracts/predictions.py) and ``folds.json`` (per fold: subjects, best epoch,
+train/val/test macro-F1). ``reports/models/<name>/train_log.csv`` has one row per fold and
+epoch (no timings, so it too repeats byte for byte). Training runs with pinned CPU numerics
+(pipeline/modeling/numerics.py): the same data and params give the same bytes on any
+x86-64 CPU, whatever ``train.workers``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.contracts.model import ModelCard, write_card, write_weights
-from pipeline.contracts.windows import load_split
-from pipeline.core.config import Params, load_params
+from pipeline.contracts.predictions import write_oof
+from pipeline.core.config import Params, load_params, resolve_workers
 from pipeline.core.errors import ModelError
-from pipeline.core.files import atomic_path
+from pipeline.core.files import atomic_path, write_json
 from pipeline.core.runtime import ModelName, ModelsDir, ParamsOpt, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import numerics, registry
 
@@ -28,28 +31,56 @@ log = logging.getLogger(__name__)
 
 
 def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_dir: Path) -> dict:
-    """Train ``name`` on the windows; write the model and its per-epoch log."""
+    """Cross-validate ``name`` on the windows; write the final model, its OOF predictions and logs."""
+    from pipeline.modeling.base import macro_f1
+    from pipeline.modeling.crossval import cross_validate
+
     registry.check(params, only=name)  # all models' hparams are checked first, by the check stage
     if name not in params.train.models:
         raise ModelError(f"model '{name}' is not in params train.models {list(params.train.models)}; add it there")
-    (xtr, ytr, _, meta), (xva, yva, _, _) = (load_split(windows_dir, sp) for sp in ("train", "val"))
     hparams = dict(params.hparams.get(name, {}))
-    n_classes = len(meta["classes"])
-    log.info("train %s on %d windows (val %d), %s", name, len(ytr), len(yva), hparams or "default hparams")
-    model = registry.create(name, xtr.shape[2], n_classes, xtr.shape[1], hparams, seed=params.train.seed)
+    workers = resolve_workers(params.train.workers)
+    log.info("train %s: subject-grouped cross-validation, %s", name, hparams or "default hparams")
     t0 = time.perf_counter()
-    history = model.fit((xtr, ytr), (xva, yva), n_classes, params.train)
+    cv = cross_validate(name, hparams, windows_dir, params.train, workers)
     seconds = time.perf_counter() - t0
+    meta, index = cv.meta, cv.index
+    y = index["label"].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy()
+    folds = cv.fold_summary(y)
+    for f in folds:
+        log.info(
+            "  fold %d (%d subjects, %d windows): best epoch %d, train %.3f, val %.3f, test %.3f",
+            f["fold"],
+            len(f["subjects"]),
+            f["windows"],
+            f["best_epoch"],
+            f["train_f1"],
+            f["val_f1"],
+            f["test_f1"],
+        )
+    model = registry.create(name, len(meta["features"]), len(meta["classes"]), int(meta["window"]), hparams)
     card = ModelCard.for_windows(name, meta, hparams, model.weights_file)
-    card = dataclasses.replace(card, parameters=model.n_parameters())
+    norm = {"subject_baseline": meta["normalisation"]["subject_baseline"], **cv.final.normaliser.as_dict()}
+    card = dataclasses.replace(card, parameters=cv.final.n_parameters, normalisation=norm, epochs=cv.final.best_epoch)
     out = models_dir / name
-    write_weights(out, model.weights_file, model.state_bytes())
+    write_weights(out, model.weights_file, cv.final.state)
     write_card(out, card)
+    write_oof(out / "oof.parquet", index, cv.oof, list(meta["classes"]))
+    write_json(out / "folds.json", {"folds": folds, "final": {"epochs": cv.final.best_epoch}})
+    log_rows = [{"fold": str(r.fold), **h} for r in cv.folds for h in r.history]
+    log_rows += [{"fold": "final", **h} for h in cv.final.history]
     (reports_dir / name).mkdir(parents=True, exist_ok=True)
     with atomic_path(reports_dir / name / "train_log.csv") as tmp:
-        pd.DataFrame(history).round(6).to_csv(tmp, index=False)
-    best = max(h["val_f1"] for h in history)
-    return {"model": name, "epochs": len(history), "best_val_f1": round(best, 4), "seconds": round(seconds, 1)}
+        pd.DataFrame(log_rows).round(6).to_csv(tmp, index=False)
+    oof_f1 = macro_f1(y, cv.oof.argmax(1), len(meta["classes"]))
+    return {
+        "model": name,
+        "folds": len(folds),
+        "cv_f1": round(oof_f1, 4),
+        "final_epochs": cv.final.best_epoch,
+        "workers": workers,
+        "seconds": round(seconds, 1),
+    }
 
 
 def main(
@@ -59,7 +90,7 @@ def main(
     models_dir: ModelsDir = Path("models"),
     reports_dir: ReportsDir = Path("reports/models"),
 ) -> None:
-    """Train one model of the registry on the windows."""
+    """Cross-validate one model of the registry by subject; train the final model on all subjects."""
 
     def work() -> dict:
         p = load_params(params)

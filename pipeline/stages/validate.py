@@ -3,8 +3,8 @@
 Two suites, built from the feature registry and params: ``features`` (schema, each
 feature's expected range, non-null where a face was found, labels in the class set,
 time increasing per video, face-detection rate per video) and ``windows`` (shape, no
-NaN, labels in the class set, unique ids, no subject in two splits, every class in
-every split, class balance). Expectations are ``critical`` (the stage exits non-zero,
+infinite value, labels in the class set, unique ids, no subject in two cross-validation
+folds, every class in every fold, class balance). Expectations are ``critical`` (the stage exits non-zero,
 so `dvc repro` stops, naming the expectation and the offending videos or rows) or
 ``warning`` (reported, the run goes on). Results: ``reports/validation/summary.md``
 and ``results.json``. Great Expectations is imported here only (it takes ~8 s).
@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.contracts.features import ID_COLUMNS, REGISTRY, read_features
 from pipeline.contracts.quarantine import read_quarantine
-from pipeline.contracts.windows import SPLITS, load_split
+from pipeline.contracts.windows import read_windows
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import ValidationFailed
 from pipeline.core.files import atomic_path, write_json
@@ -72,22 +72,19 @@ def feature_tables(features: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"features": features.reset_index(drop=True), "features_per_video": per_video.reset_index()}
 
 
-def window_tables(splits: dict[str, tuple[np.ndarray, pd.DataFrame]], meta: dict) -> dict[str, pd.DataFrame]:
-    """Per-window index (with shape and NaN counts), per-subject splits, per split x class counts."""
-    rows = []
-    for sp, (x, index) in splits.items():
-        df = index.copy()
-        df["file_split"] = sp
-        df["x_len"] = [int(np.prod(x.shape[1:]))] * len(df)
-        df["x_nan"] = np.isnan(x).reshape(len(x), -1).sum(1) if len(x) else []
-        rows.append(df)
-    win = pd.concat(rows, ignore_index=True)
-    subj = win.groupby("subject")["split"].agg(lambda s: ",".join(sorted(set(s)))).rename("splits").reset_index()
-    subj["n_splits"] = subj["splits"].str.count(",") + 1
-    cover = pd.DataFrame([(sp, c) for sp in splits for c in meta["classes"]], columns=["split", "label"])
-    counts = win.groupby(["split", "label"]).size().rename("windows").reset_index()
-    cover = cover.merge(counts, on=["split", "label"], how="left").fillna({"windows": 0})
-    bal = cover.groupby("split")["windows"].agg(["max", "min"]).reset_index()
+def window_tables(x: np.ndarray, index: pd.DataFrame, meta: dict) -> dict[str, pd.DataFrame]:
+    """Per-window index (with shape and infinite-value counts), per-subject folds, per fold x class counts."""
+    win = index.copy()
+    win["x_len"] = [int(np.prod(x.shape[1:]))] * len(win)
+    win["x_inf"] = np.isinf(x).reshape(len(x), -1).sum(1) if len(x) else []
+    folds = range(int(meta["folds"]))
+    subj = win.groupby("subject", observed=True)["fold"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
+    subj = subj.rename("folds").reset_index()
+    subj["n_folds"] = subj["folds"].str.count(",") + 1
+    cover = pd.DataFrame([(f, c) for f in folds for c in meta["classes"]], columns=["fold", "label"])
+    counts = win.assign(label=win["label"].astype(str)).groupby(["fold", "label"]).size().rename("windows")
+    cover = cover.merge(counts.reset_index(), on=["fold", "label"], how="left").fillna({"windows": 0})
+    bal = cover.groupby("fold")["windows"].agg(["max", "min"]).reset_index()
     bal["imbalance"] = bal["max"] / bal["min"].clip(lower=1)
     return {"windows": win, "window_subjects": subj, "window_classes": cover, "window_balance": bal}
 
@@ -167,9 +164,9 @@ def window_checks(params: Params, meta: dict) -> list[Check]:
         ),
         Check(
             "windows",
-            gxe.ExpectColumnValuesToBeBetween(column="x_nan", min_value=0, max_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="x_inf", min_value=0, max_value=0),
             ["window_id", "video"],
-            "windows must hold no NaN",
+            "windows must hold no infinite value (NaN = not observed is allowed)",
         ),
         Check(
             "windows",
@@ -182,28 +179,28 @@ def window_checks(params: Params, meta: dict) -> list[Check]:
         ),
         Check(
             "windows",
-            gxe.ExpectColumnPairValuesToBeEqual(column_A="split", column_B="file_split"),
-            ["window_id"],
-            "each window sits in the file of its split",
+            gxe.ExpectColumnValuesToBeBetween(column="fold", min_value=0, max_value=int(meta["folds"]) - 1),
+            ["window_id", "fold"],
+            f"folds are numbered 0..{int(meta['folds']) - 1}",
         ),
         Check(
             "window_subjects",
-            gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1),
-            ["subject", "splits"],
-            "a subject's windows must all be in one split (else the split leaks)",
+            gxe.ExpectColumnValuesToBeBetween(column="n_folds", min_value=1, max_value=1),
+            ["subject", "folds"],
+            "a subject's windows must all be in one fold (else cross-validation leaks)",
         ),
         Check(
             "window_classes",
             gxe.ExpectColumnValuesToBeBetween(column="windows", min_value=1),
-            ["split", "label"],
-            "every class needs windows in every split",
+            ["fold", "label"],
+            "every class needs windows in every fold",
         ),
         Check(
             "window_balance",
             gxe.ExpectColumnValuesToBeBetween(
                 column="imbalance", max_value=params.validate.max_class_imbalance, severity="warning"
             ),
-            ["split", "max", "min"],
+            ["fold", "max", "min"],
             f"largest class over smallest within {params.validate.max_class_imbalance:g}x",
         ),
     ]
@@ -293,12 +290,8 @@ def summary_markdown(outcomes: list[Outcome], facts: dict) -> str:
 
 def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple[list[Outcome], dict]:
     """Run both suites; returns outcomes and headline facts (no files written)."""
-    splits, meta = {}, None
-    for sp in SPLITS:
-        x, _, index, meta = load_split(windows_dir, sp)
-        splits[sp] = (x, index)
-    assert meta is not None
-    tables = feature_tables(features) | window_tables(splits, meta)
+    x, _, index, meta = read_windows(windows_dir)
+    tables = feature_tables(features) | window_tables(x, index, meta)
     checks = feature_checks(params) + window_checks(params, meta)
     outcomes = run_checks(tables, checks)
     facts = {
@@ -306,7 +299,7 @@ def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple
         "subjects": features["subject"].nunique(),
         "frames": len(features),
         "face detected": f"{features['face_present'].mean():.1%} of frames",
-        "windows": ", ".join(f"{sp} {len(splits[sp][1])}" for sp in SPLITS),
+        "windows": f"{len(index)} in {meta['folds']} subject-grouped folds",
     }
     return outcomes, facts
 

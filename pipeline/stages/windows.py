@@ -1,14 +1,10 @@
-"""`windows` stage: fixed-length windows over each video, split by SUBJECT, normalised on train.
+"""`windows` stage: fixed-length windows over each video, each SUBJECT in one cross-validation fold.
 
-The windows format (generic: any multivariate sequence data set written in it trains
-and evaluates without code changes; see README "The windows format"):
-
-* ``<dir>/{train,val,test}.parquet``: one row per window with ``window_id, video,
-  subject, label, split, start_frame, end_frame, start_t, end_t`` and ``x``, a
-  fixed-size list of ``window * n_features`` float32 values, time-major (``x`` reshaped
-  to ``(window, n_features)`` is the window). No NaN.
-* ``<dir>/meta.json``: ``format``, ``features`` (names, in column order of ``x``),
-  ``classes`` (label order), ``window``, plus provenance: normalisation, counts.
+Writes the windows contract (pipeline/contracts/windows.py, README "The windows format"):
+``windows.parquet`` with a ``fold`` per window (all windows of a subject share it) and
+``meta.json``. Values are stored as measured, after the optional per-subject baseline
+(each driver's own median subtracted); z-scoring is fitted by each model on its own
+training windows, so no statistic of an evaluated subject shapes its model.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts.features import read_features
-from pipeline.contracts.windows import FORMAT, SPLITS, Windows, write_windows
+from pipeline.contracts.windows import FORMAT, Windows, write_windows
 from pipeline.core.config import Params, WindowsParams, load_params
 from pipeline.core.errors import ConfigError, DataError, SplitError
 from pipeline.core.runtime import FeaturesPath, ParamsOpt, run_stage
@@ -97,46 +93,54 @@ def subject_baseline(x: np.ndarray, subject_codes: np.ndarray, is_flag: np.ndarr
     return np.nan_to_num(med, nan=0.0)
 
 
-def split_subjects(
-    class_by_subject: dict[str, set[str]], classes: tuple[str, ...], val: float, test: float, seed: int
-) -> dict[str, str]:
-    """Assign each subject to one split, deterministic for ``seed``.
+def assign_folds(
+    windows_by_subject: dict[str, dict[str, int]], classes: tuple[str, ...], k: int, seed: int
+) -> dict[str, int]:
+    """Assign each subject to one of ``k`` cross-validation folds, deterministic for ``seed``.
 
-    Subjects are shuffled by ``seed``; if a split lacks a class, the next of up to 200
-    seeded shuffles is tried, and if none covers every class in every split the error
-    names the class, the split and what to change.
+    Subjects are taken in a seeded random order and each goes to the fold with the fewest
+    subjects so far (ties: fewest windows), so folds differ by at most one subject and are
+    close in size. Every class must have windows in every fold (each fold's model is stopped
+    early on one fold and scored on another); if a shuffle misses a class, the next of up to
+    200 is tried, and if none works the error names the class, the fold and what to change.
     """
-    subjects = sorted(class_by_subject)
+    subjects = sorted(windows_by_subject)
     n = len(subjects)
     if n < 3:
-        raise SplitError(f"{n} subject(s) found; a subject split needs at least 3 (train, val, test)")
-    n_test = max(1, round(test * n))
-    n_val = max(1, round(val * n))
-    if n_test + n_val >= n:
         raise SplitError(
-            f"{n} subjects cannot give {n_val} val + {n_test} test and keep any for training; "
-            "lower windows.val_fraction / windows.test_fraction"
+            f"{n} subject(s) found; subject-grouped cross-validation needs at least 3 (one to score, one for "
+            "early stopping, one to train on): add videos of more drivers"
         )
+    if n < k:
+        raise SplitError(f"{n} subject(s) cannot fill {k} folds; set windows.cv_folds to at most {n}")
     rng = np.random.default_rng(seed)
-    missing: list[tuple[str, str]] = []
+    missing: tuple[str, int] | None = None
     for _ in range(200):
-        order = list(rng.permutation(subjects))
-        assign = {s: "test" for s in order[:n_test]} | {s: "val" for s in order[n_test : n_test + n_val]}
-        assign |= {s: "train" for s in order[n_test + n_val :]}
-        missing = [
-            (c, sp)
-            for sp in SPLITS
-            for c in classes
-            if not any(c in class_by_subject[s] for s, a in assign.items() if a == sp)
-        ]
-        if not missing:
+        n_subj, n_win = [0] * k, [0] * k
+        assign: dict[str, int] = {}
+        for s in rng.permutation(subjects):
+            f = min(range(k), key=lambda i: (n_subj[i], n_win[i], i))
+            assign[str(s)] = f
+            n_subj[f] += 1
+            n_win[f] += sum(windows_by_subject[s].values())
+        missing = next(
+            (
+                (c, f)
+                for f in range(k)
+                for c in classes
+                if not any(windows_by_subject[s].get(c, 0) for s, a in assign.items() if a == f)
+            ),
+            None,
+        )
+        if missing is None:
             return dict(sorted(assign.items()))
-    c, sp = missing[0]
-    have = sorted(s for s, cs in class_by_subject.items() if c in cs)
+    assert missing is not None
+    c, f = missing
+    have = sorted(s for s, cs in windows_by_subject.items() if cs.get(c, 0))
     raise SplitError(
-        f"class '{c}' has no windows in split '{sp}' under any of 200 subject shuffles of seed {seed}; "
-        f"only subjects {have} have '{c}' windows. Add data for '{c}', lower windows.min_face_fraction or "
-        f"windows.size, or change windows.val_fraction / windows.test_fraction"
+        f"class '{c}' has no windows in fold {f} under any of 200 subject shuffles of seed {seed}; only "
+        f"{len(have)} subject(s) {have} have '{c}' windows and each of the {k} folds needs one. Lower "
+        f"windows.cv_folds, add data for '{c}', or lower windows.min_face_fraction or windows.size"
     )
 
 
@@ -162,7 +166,7 @@ def _window_ids(videos: np.ndarray, vcode: np.ndarray, start: np.ndarray) -> np.
 
 
 def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
-    """Cut every video into windows (no split, no normalisation yet); returns windows and counts."""
+    """Cut every video into windows (no folds yet); returns windows and counts."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     missing = [f for f in p.features if f not in features.columns]
@@ -214,45 +218,40 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
     return Windows(x, index), totals
 
 
-def normalise(w: Windows, train: np.ndarray) -> tuple[np.ndarray, dict]:
-    """z-score with mean/std of the TRAIN windows' values; NaN (never observed) -> 0 = train mean."""
-    xt = w.x[train].reshape(-1, w.x.shape[2])
-    mean = np.nanmean(xt, axis=0)
-    std = np.nanstd(xt, axis=0)
-    mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
-    z = (w.x - mean) / std
-    n_nan = np.isnan(z).sum(axis=(0, 1))
-    z = np.nan_to_num(z, nan=0.0).astype(np.float32)
-    return z, {"mean": mean.tolist(), "std": std.tolist(), "imputed_nan": n_nan.tolist()}
-
-
 def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
-    """Features table -> split, normalised windows and the meta dictionary."""
+    """Features table -> windows with their cross-validation fold, and the meta dictionary."""
     w, counts = make_windows(features, p, classes)
-    pairs = w.index[["subject", "label"]].astype(str).drop_duplicates()
-    by_subject = {s: set(g["label"]) for s, g in pairs.groupby("subject")}
-    assign = split_subjects(by_subject, classes, p.val_fraction, p.test_fraction, p.split_seed)
-    w.index["split"] = w.index["subject"].astype(str).map(assign)
-    w.x, norm = normalise(w, (w.index["split"] == "train").to_numpy())
-    per_split = {
-        sp: {c: int(((w.index["split"] == sp) & (w.index["label"] == c)).sum()) for c in classes} for sp in SPLITS
+    per_subject = w.index.groupby(["subject", "label"], observed=True).size()
+    by_subject: dict[str, dict[str, int]] = {}
+    for (s, c), n in per_subject.items():
+        by_subject.setdefault(str(s), {})[str(c)] = int(n)
+    assign = assign_folds(by_subject, classes, p.cv_folds, p.split_seed)
+    w.index["fold"] = w.index["subject"].astype(str).map(assign).astype(np.int16)
+    per_fold = {
+        str(f): {c: int(((w.index["fold"] == f) & (w.index["label"] == c)).sum()) for c in classes}
+        for f in range(p.cv_folds)
     }
+    observed = np.isfinite(w.x).mean(axis=(0, 1))
     meta = {
         "format": FORMAT,
         "features": list(p.features),
         "classes": list(classes),
         "window": p.size,
         "stride": p.stride,
-        "normalisation": {"fitted_on": "train", "subject_baseline": p.subject_baseline, **norm},
-        "subjects": {sp: sorted(s for s, a in assign.items() if a == sp) for sp in SPLITS},
-        "counts": {**counts, "per_split": per_split},
+        "folds": p.cv_folds,
+        "normalisation": {
+            "subject_baseline": p.subject_baseline,
+            "z_score": "fitted on each model's training windows when it trains (stored with the model)",
+        },
+        "observed_fraction": dict(zip(p.features, observed.round(4).tolist(), strict=True)),
+        "subjects": {str(f): sorted(s for s, a in assign.items() if a == f) for f in range(p.cv_folds)},
+        "counts": {**counts, "per_fold": per_fold},
     }
     return w, meta
 
 
 def run(params: Params, features_path: Path, out_dir: Path) -> dict:
-    """features.parquet -> windows/{train,val,test}.parquet + meta.json."""
+    """features.parquet -> windows/windows.parquet + meta.json."""
     w, meta = build(read_features(features_path), params.windows, params.data.classes)
     write_windows(w, meta, out_dir)
     c = meta["counts"]
@@ -264,7 +263,7 @@ def run(params: Params, features_path: Path, out_dir: Path) -> dict:
         c["dropped_low_face"],
         c["dropped_unlabelled"],
     )
-    return {"kept": c["kept"], **{sp: int((w.index["split"] == sp).sum()) for sp in SPLITS}}
+    return {"kept": c["kept"], "subjects": len(w.index["subject"].unique()), "folds": meta["folds"]}
 
 
 def main(
@@ -272,5 +271,5 @@ def main(
     features_path: FeaturesPath = Path("data/features.parquet"),
     out: Path = Path("data/windows"),
 ) -> None:
-    """Fixed-length windows, split by subject, normalised on train."""
+    """Fixed-length windows, each subject in one cross-validation fold."""
     run_stage(lambda: run(load_params(params), features_path, out))

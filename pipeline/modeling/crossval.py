@@ -1,0 +1,171 @@
+"""Subject-grouped cross-validation of one registry model, folds in parallel processes.
+
+For each fold ``f`` of the windows (pipeline/contracts/windows.py): fit a normaliser and
+the model on the training folds, stop early on the inner validation fold (also from the
+training side), and score fold ``f``'s own windows. The fold models' predictions pooled
+are the out-of-fold predictions: every window scored exactly once by a model that never
+saw its subject. Then a final model is trained the same way on all subjects for
+``median(best epoch of the folds)`` epochs, without validation: the model that ships.
+
+Folds run in a process pool (``train.workers``, each fit with ``train.threads`` threads).
+Every fit is seeded and runs with pinned numerics, so the results are the same bytes
+whether the folds run one after another or side by side.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.contracts.windows import FoldRows, Normaliser, fold_rows, read_windows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.core.config import TrainParams
+
+FINAL = -1  # the fold number of the final model (all subjects)
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One fit: a fold (rows to train, validate, score) or the final model (``fold == FINAL``)."""
+
+    model: str
+    hparams: dict[str, Any]
+    windows_dir: Path
+    cfg: TrainParams
+    rows: FoldRows
+    stop_after: int | None = None
+
+
+@dataclass
+class FitResult:
+    fold: int
+    history: list[dict[str, Any]]
+    best_epoch: int  # epochs the selected weights were trained for
+    train_f1: float  # macro-F1 of the fitted model on its own training windows
+    proba: np.ndarray  # (len(rows.test), C) on the fold's own windows (empty for the final model)
+    normaliser: Normaliser
+    state: bytes = b""  # weights (final model only)
+    n_parameters: int = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _windows(windows_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    """The windows, read once per process (each worker reads them itself: nothing big is pickled)."""
+    return read_windows(windows_dir)
+
+
+def fit(job: FitJob) -> FitResult:
+    """Run one fit (in a worker process or in the caller's)."""
+    from pipeline.modeling import numerics, registry
+    from pipeline.modeling.base import macro_f1, softmax
+
+    numerics.ensure_pinned(job.cfg.threads)
+    x, y, _, meta = _windows(job.windows_dir)
+    n_classes = len(meta["classes"])
+    r = job.rows
+    norm = Normaliser.fit(x[r.train])
+    xtr, xva, xte = norm.apply(x[r.train]), norm.apply(x[r.val]), norm.apply(x[r.test])
+    model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], job.hparams, seed=job.cfg.seed)
+    history = model.fit((xtr, y[r.train]), (xva, y[r.val]), n_classes, job.cfg, stop_after=job.stop_after)
+    scored = [h for h in history if np.isfinite(h.get("val_f1", np.nan))]
+    if scored:  # the epoch the weights were selected at (ties: lower validation loss, as in fit)
+        best = max(scored, key=lambda h: (h["val_f1"], -h.get("val_loss", 0.0), -h["epoch"]))["epoch"]
+    else:
+        best = len(history)
+    train_f1 = macro_f1(y[r.train], model.logits(xtr).argmax(1), n_classes)
+    proba = softmax(model.logits(xte)) if len(xte) else np.zeros((0, n_classes))
+    final = r.fold == FINAL
+    return FitResult(
+        r.fold,
+        history,
+        int(best),
+        train_f1,
+        proba,
+        norm,
+        model.state_bytes() if final else b"",
+        model.n_parameters(),
+    )
+
+
+@dataclass
+class CrossValidation:
+    """What :func:`cross_validate` returns: out-of-fold probabilities and the final model."""
+
+    folds: list[FitResult]
+    oof: np.ndarray  # (N, C) aligned with the windows' rows
+    final: FitResult
+    index: pd.DataFrame
+    meta: dict
+
+    def fold_summary(self, y: np.ndarray) -> list[dict[str, Any]]:
+        from pipeline.modeling.base import macro_f1
+
+        n_classes = len(self.meta["classes"])
+        folds = self.index["fold"].to_numpy()
+        k = int(self.meta["folds"])
+
+        def subjects(mask: np.ndarray) -> list[str]:
+            return sorted(self.index.loc[mask, "subject"].astype(str).unique())
+
+        out = []
+        for r in self.folds:
+            rows = folds == r.fold
+            val = folds == (r.fold + 1) % k
+            out.append(
+                {
+                    "fold": r.fold,
+                    "subjects": subjects(rows),
+                    "val_subjects": subjects(val),
+                    "train_subjects": subjects(~rows & ~val),
+                    "windows": int(rows.sum()),
+                    "best_epoch": r.best_epoch,
+                    "train_f1": round(r.train_f1, 5),
+                    "val_f1": round(max((h["val_f1"] for h in r.history), default=float("nan")), 5),
+                    "test_f1": round(macro_f1(y[rows], self.oof[rows].argmax(1), n_classes), 5),
+                }
+            )
+        return out
+
+
+def run_folds(
+    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
+) -> tuple[list[FitJob], list[FitResult]]:
+    """Fit every fold, ``workers`` at a time (each in its own process with ``cfg.threads`` threads)."""
+    from pipeline.core.parallel import map_jobs
+
+    _, _, index, meta = _windows(Path(windows_dir))
+    k = int(meta["folds"])
+    jobs = [FitJob(model, dict(hparams), Path(windows_dir), cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
+    return jobs, list(map_jobs(fit, jobs, workers, desc=f"{model}: {k} folds", unit="fold", threads=cfg.threads))
+
+
+def fit_final(
+    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, folds: list[FitResult]
+) -> FitResult:
+    """The final model on every subject, for the median (low) of the folds' best epochs, no validation."""
+    _, y, _, _ = _windows(Path(windows_dir))
+    everyone = np.arange(len(y))
+    epochs = int(statistics.median_low([r.best_epoch for r in folds]))
+    every = FoldRows(FINAL, everyone, everyone[:0], everyone[:0])
+    return fit(FitJob(model, dict(hparams), Path(windows_dir), cfg, every, stop_after=epochs))
+
+
+def cross_validate(
+    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
+) -> CrossValidation:
+    """All folds (in ``workers`` processes), then the final model on every subject."""
+    _, y, index, meta = _windows(Path(windows_dir))
+    jobs, results = run_folds(model, hparams, windows_dir, cfg, workers)
+    oof = np.full((len(y), len(meta["classes"])), np.nan)
+    for job, res in zip(jobs, results, strict=True):
+        oof[job.rows.test] = res.proba
+    final = fit_final(model, hparams, windows_dir, cfg, results)
+    return CrossValidation(results, oof, final, index, meta)
