@@ -63,16 +63,16 @@ def test_train_and_evaluate_stderr_has_no_library_warnings(tmp_path):
     params.write_text(
         yaml.safe_dump(
             {
-                "train": {"models": ["lstm_attn"], "epochs": 2, "patience": 2},
-                "hparams": {"lstm_attn": {"hidden": 8}},
+                "train": {"models": ["lstm_attn", "cnn_lstm"], "epochs": 2, "patience": 2},
+                "hparams": {"lstm_attn": {"hidden": 8}, "cnn_lstm": {"channels": 8, "hidden": 8}},
                 "evaluate": {"explain_windows": 100},
             }
         )
     )
-    common = ["--model", "lstm_attn", "--params", str(params), "--windows", str(wdir)]
     dirs = ["--models", str(tmp_path / "m"), "--reports", str(tmp_path / "r")]
-    for name in ("train", "evaluate"):
-        res = stage(name, *common, *dirs)
+    # cnn_lstm: its folds in a worker printed a resource_tracker "leaked semaphore" UserWarning (tqdm's lock)
+    for name, model in (("train", "lstm_attn"), ("evaluate", "lstm_attn"), ("train", "cnn_lstm")):
+        res = stage(name, "--model", model, "--params", str(params), "--windows", str(wdir), *dirs)
         assert res.returncode == 0, res.stderr
         found = [c for c in CHATTER if c in res.stderr]
         assert not found, res.stderr

@@ -39,7 +39,8 @@ def test_recommendation():
     rec = R.recommend(m)
     assert rec[R.BEST] == "gru"
     # baselines have gap 0 but only models beating every baseline (the registry says which) compete
-    assert rec["most stable (smallest train-test gap over the folds)"] == "cnn_lstm"
+    assert rec[R.STABLE] == "cnn_lstm"
+    assert R.recommend(m, tied=["gru", "stats_lr"])[R.STABLE] == "stats_lr"  # among those tied with the best
     assert rec[R.ALERT] == "cnn_lstm"  # precision first: the most recall at the alert precision
     assert rec[R.REPORT] == "gru"  # recall first: the most precision at the report recall
 

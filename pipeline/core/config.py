@@ -86,7 +86,7 @@ class WindowsParams:
     min_face_fraction: float = 0.8
     drop_mixed: bool = True
     subject_baseline: bool = True
-    cv_folds: int = 5  # subject-grouped cross-validation folds
+    cv_folds: int = 6  # subject-grouped cross-validation folds
     split_seed: int = 7
 
 

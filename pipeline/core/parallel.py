@@ -73,6 +73,11 @@ def _init_worker(counter: Any, parent: int, cores_each: int = 1) -> None:
     """Pool initializer: stop with the stage, unwind on SIGTERM, ignore Ctrl-C (the stage handles
     it and terminates us), and pin this worker to the next ``cores_each`` allowed cores."""
     die_with_parent(parent)
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock: a leaked semaphore at exit
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not hasattr(os, "sched_setaffinity"):
@@ -152,3 +157,70 @@ def map_jobs(
         ex.shutdown(wait=True)
     finally:
         bar.close()
+
+
+def map_jobs_here_too(
+    fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str, unit: str = "job", threads: int = 1
+) -> list[R]:
+    """Like :func:`map_jobs` on local processes, but this process is one of the ``workers``: it runs
+    jobs itself (already warm: no start-up, no second copy of its data) while ``workers - 1``
+    spawned processes run the others. Jobs are handed out one at a time, to whoever is free.
+    Results in input order. Ctrl-C or SIGTERM interrupt this process's own job at once and
+    terminate the others' (as in :func:`map_jobs`)."""
+    import queue
+    import threading
+
+    from tqdm import tqdm
+
+    jobs = list(jobs)
+    n = min(workers, len(jobs), max(1, (os.cpu_count() or 1) // max(1, threads)))
+    if n <= 1:
+        return list(map_jobs(fn, jobs, 1, desc, unit=unit, threads=threads))
+    todo: queue.Queue[int] = queue.Queue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    results: dict[int, R] = {}
+    errors: list[BaseException] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=None)
+    lock = threading.Lock()
+    ctx = mp.get_context("spawn")
+    init = (ctx.Value("i", 1), os.getpid(), max(1, threads))  # the first core(s) stay this process's
+    pool = ProcessPoolExecutor(n - 1, mp_context=ctx, initializer=_init_worker, initargs=init)
+
+    def take() -> int | None:
+        if errors:
+            return None
+        try:
+            return todo.get_nowait()
+        except queue.Empty:
+            return None
+
+    def done(i: int, res: R) -> None:
+        with lock:
+            results[i] = res
+            bar.update()
+
+    def feed() -> None:  # a daemon thread keeping one remote worker busy
+        try:
+            while (i := take()) is not None:
+                done(i, pool.submit(_run_job, fn, jobs[i]).result())
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            errors.append(exc)
+
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(n - 1)]
+    try:
+        for t in feeders:
+            t.start()
+        while (i := take()) is not None:
+            done(i, fn(jobs[i]))
+        for t in feeders:
+            t.join()
+        if errors:
+            raise errors[0]
+    except BaseException:
+        _terminate(pool)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    return [results[i] for i in range(len(jobs))]

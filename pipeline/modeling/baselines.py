@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,6 +136,7 @@ class StatsGBM(Classifier):
             "l2_regularization": l2_regularization,
         }
         self.state: dict[str, Any] = {}
+        self._forest: _Forest | None = None
 
     def fit(
         self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
@@ -156,15 +158,20 @@ class StatsGBM(Classifier):
             "baseline": np.asarray(clf._baseline_prediction).reshape(-1).tolist(),
             "trees": trees,
         }
+        self._forest = None
         return _scores(self, train, val, n_classes)
 
     def raw(self, s: np.ndarray) -> np.ndarray:
         """The boosted sum per output (as scikit-learn's ``_raw_predict``) for statistics ``s``."""
         st = self.state
+        if self._forest is None:
+            self._forest = _Forest.pack(st["trees"])
+        values = self._forest.leaf_values(s)  # (rows, iterations x outputs), iteration-major
+        n_out = len(st["trees"][0]) if st["trees"] else len(st["baseline"])
+        per_iter = values.reshape(len(s), -1, n_out)
         out = np.tile(np.asarray(st["baseline"], dtype=np.float64), (len(s), 1))
-        for per_iter in st["trees"]:
-            for k, tree in enumerate(per_iter):
-                out[:, k] += _tree_values(tree, s)
+        for i in range(per_iter.shape[1]):  # summed in boosting order, as scikit-learn does
+            out += per_iter[:, i]
         return out
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -181,23 +188,60 @@ class StatsGBM(Classifier):
 
     def load_state(self, data: bytes) -> None:
         self.state = json.loads(data)
+        self._forest = None
 
     def n_parameters(self) -> int:
         return int(sum(len(t["value"]) for per_iter in self.state.get("trees", []) for t in per_iter))
 
 
-def _tree_values(tree: dict[str, list], s: np.ndarray) -> np.ndarray:
-    """Leaf value reached by each row of ``s`` (all rows walk the tree together, one level per step)."""
-    feat, thr = np.asarray(tree["feature_idx"]), np.asarray(tree["num_threshold"])
-    left, right = np.asarray(tree["left"]), np.asarray(tree["right"])
-    leaf, nan_left = np.asarray(tree["is_leaf"], bool), np.asarray(tree["missing_go_to_left"], bool)
-    node = np.zeros(len(s), dtype=np.int64)
-    rows = np.arange(len(s))
-    while not leaf[node].all():
-        v = s[rows, feat[node]]
-        go_left = np.where(np.isnan(v), nan_left[node], v <= thr[node])
-        node = np.where(leaf[node], node, np.where(go_left, left[node], right[node]))
-    return np.asarray(tree["value"], dtype=np.float64)[node]
+@dataclass(frozen=True)
+class _Forest:
+    """Every tree's nodes in flat arrays (children as global node numbers): all rows walk all trees
+    together, one level per step, so one window costs a few dozen array operations, not one per tree."""
+
+    feat: np.ndarray
+    thr: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    leaf: np.ndarray
+    nan_left: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+
+    @classmethod
+    def pack(cls, trees: list[list[dict[str, list]]]) -> _Forest:
+        flat = [t for per_iter in trees for t in per_iter]  # iteration-major, outputs within
+        sizes = np.array([len(t["value"]) for t in flat], dtype=np.int64)
+        roots = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+
+        def cat(field: str, dtype: type, offset: bool = False) -> np.ndarray:
+            parts = [np.asarray(t[field], dtype=dtype) for t in flat]
+            if offset:
+                parts = [p + r for p, r in zip(parts, roots, strict=True)]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+        return cls(
+            cat("feature_idx", np.int64),
+            cat("num_threshold", np.float64),
+            cat("left", np.int64, offset=True),
+            cat("right", np.int64, offset=True),
+            cat("is_leaf", bool),
+            cat("missing_go_to_left", bool),
+            cat("value", np.float64),
+            roots,
+        )
+
+    def leaf_values(self, s: np.ndarray) -> np.ndarray:
+        """(rows, trees): the leaf value each row of ``s`` reaches in each tree."""
+        node = np.broadcast_to(self.roots, (len(s), len(self.roots))).copy()
+        rows = np.arange(len(s))[:, None]
+        while True:
+            inner = ~self.leaf[node]
+            if not inner.any():
+                return self.value[node]
+            v = s[rows, self.feat[node]]
+            go_left = np.where(np.isnan(v), self.nan_left[node], v <= self.thr[node])
+            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
 
 
 class MiniRocket(Classifier):

@@ -138,13 +138,14 @@ class CrossValidation:
 def run_folds(
     model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
 ) -> tuple[list[FitJob], list[FitResult]]:
-    """Fit every fold, ``workers`` at a time (each in its own process with ``cfg.threads`` threads)."""
-    from pipeline.core.parallel import map_jobs
+    """Fit every fold, ``workers`` at a time (this process and ``workers - 1`` others, each fit with
+    ``cfg.threads`` threads)."""
+    from pipeline.core.parallel import map_jobs_here_too
 
     _, _, index, meta = _windows(Path(windows_dir))
     k = int(meta["folds"])
     jobs = [FitJob(model, dict(hparams), Path(windows_dir), cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
-    return jobs, list(map_jobs(fit, jobs, workers, desc=f"{model}: {k} folds", unit="fold", threads=cfg.threads))
+    return jobs, map_jobs_here_too(fit, jobs, workers, desc=f"{model}: {k} folds", unit="fold", threads=cfg.threads)
 
 
 def fit_final(

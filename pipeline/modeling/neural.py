@@ -117,7 +117,7 @@ class NeuralClassifier(Classifier):
             if score > best[0]:
                 best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
             elif epoch - best[2] >= cfg.patience:
-                log.info(
+                log.debug(
                     "early stop at epoch %d (best val macro-F1 %.3f at epoch %d)", epoch + 1, best[0][0], best[2] + 1
                 )
                 break

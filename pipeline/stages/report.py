@@ -106,21 +106,26 @@ def mode_score(m: dict, mode: str, key: str) -> float:
 
 
 BEST = "best cross-validated macro-F1"
+STABLE = "most stable (smallest train-test gap over the folds, among the best)"
 ALERT = "real-time alerts (precision first: best recall at the alert precision)"
 REPORT = "post-hoc reports (recall first: best precision at the report recall)"
 
 
-def recommend(metrics: dict[str, dict]) -> dict[str, str]:
-    """Best CV macro-F1; most stable (smallest |gap| among the models beating every baseline); the
-    precision-first model for alerts and the recall-first one for reports."""
+def recommend(metrics: dict[str, dict], tied: list[str] | None = None) -> dict[str, str]:
+    """Best CV macro-F1; most stable (smallest |gap| among the models statistically tied with the best,
+    else among those beating every baseline, else among the non-baselines); the precision-first model
+    for alerts and the recall-first one for reports."""
     baselines = [k for k in metrics if registry.get(k).baseline]
     floor = max((f1(metrics[k]) for k in baselines), default=0.0)
-    strong = {k: m for k, m in metrics.items() if f1(m) > floor} or metrics
+    strong = (
+        {k: metrics[k] for k in tied or []}
+        or {k: m for k, m in metrics.items() if f1(m) > floor}
+        or {k: m for k, m in metrics.items() if k not in baselines}
+        or metrics
+    )
     return {
         BEST: max(metrics, key=lambda k: f1(metrics[k])),
-        "most stable (smallest train-test gap over the folds)": min(
-            strong, key=lambda k: (abs(strong[k]["gap"]), -f1(strong[k]))
-        ),
+        STABLE: min(strong, key=lambda k: (abs(strong[k]["gap"]), -f1(strong[k]))),
         ALERT: max(metrics, key=lambda k: (mode_score(metrics[k], "alert", "recall"), f1(metrics[k]))),
         REPORT: max(metrics, key=lambda k: (mode_score(metrics[k], "report", "precision"), f1(metrics[k]))),
     }
@@ -336,22 +341,29 @@ def _cell(p: dict | None) -> str:
     )
 
 
-def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
-    """The summary as named sections of Markdown lines, built from the stage outputs."""
+def decide(params: Params, reports_dir: Path, windows_dir: Path) -> tuple[dict, dict, list[str], dict[str, str]]:
+    """Every model's metrics, the paired comparisons, the models tied with the best, the recommendation."""
     metrics = load_metrics(reports_dir, params.train.models)
-    meta = read_meta(windows_dir)
-    validation = read_json(reports_dir / "validation" / "results.json")
-    classes = meta["classes"]
-    rec = recommend(metrics)
-    ev = params.evaluate
-    out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
-    out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
+    classes = read_meta(windows_dir)["classes"]
     index = read_index(windows_dir)
     y, preds = oof_predictions(reports_dir, list(metrics), classes)
     if len(y) != len(index):
         raise DataError(f"the models' predictions do not match {windows_dir}: rerun `dvc repro` (evaluate)")
     paired = paired_comparisons(metrics, y, preds, index["subject"].astype(str).to_numpy(), len(classes))
     tied = tied_with_best(paired)
+    return metrics, paired, tied, recommend(metrics, tied if len(tied) > 1 else None)
+
+
+def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
+    """The summary as named sections of Markdown lines, built from the stage outputs."""
+    metrics, paired, tied, rec = decide(params, reports_dir, windows_dir)
+    meta = read_meta(windows_dir)
+    validation = read_json(reports_dir / "validation" / "results.json")
+    classes = meta["classes"]
+    ev = params.evaluate
+    out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
+    out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
+    index = read_index(windows_dir)
     out["recommendation"] = ["## Recommendation", ""] + [
         f"- {k}: **`{v}`** (CV macro-F1 {f1(metrics[v]):.3f}{_ivs(metrics[v]['cv']['interval']['macro_f1'])}, "
         f"gap {metrics[v]['gap']:+.3f})"
@@ -463,7 +475,7 @@ def run(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: P
         tmp.write_text(md)
     with atomic_path(reports_dir / "summary.html") as tmp:
         tmp.write_text(to_html(md, reports_dir))
-    return {"models": len(metrics), **recommend(metrics)}
+    return {"models": len(metrics), **decide(params, reports_dir, windows_dir)[3]}
 
 
 # --- pull-request comment ------------------------------------------------------------------------
