@@ -24,17 +24,21 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _signals_deferred():  # a stop signal between create and ``try`` would leak the file
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
-        )
-        os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        # A stop signal is held while the file is created and named; its handler runs when the
+        # signals are unblocked, which is inside this ``try``, so the file is always removed.
+        with _signals_deferred():
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
+            )
+            os.close(fd)
+            tmp_path = Path(tmp)
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
