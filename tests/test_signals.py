@@ -103,3 +103,37 @@ def test_sigkill_of_the_stage_stops_its_workers_and_nothing_is_written_after(lan
     assert len(written) < 8 and not (out / "manifest.json").exists()
     for f in out.glob("*.parquet"):
         assert pq.read_table(f).num_rows == 24
+
+
+SECOND_STOP = """
+import os, signal, sys, time
+from pathlib import Path
+from pipeline.core import parallel
+from pipeline.core.files import atomic_path
+
+signal.signal(signal.SIGTERM, parallel._on_term)  # as in a pool worker
+real_unlink = Path.unlink
+
+def unlink_after_another_stop(self, missing_ok=False):
+    os.kill(os.getpid(), signal.SIGTERM)  # the pool terminates every worker once one has exited
+    return real_unlink(self, missing_ok=missing_ok)
+
+Path.unlink = unlink_after_another_stop
+
+def job(out):
+    with atomic_path(out) as tmp:
+        tmp.write_text("half a video")
+        os.kill(os.getpid(), signal.SIGTERM)  # the stage stops this worker mid-write
+        time.sleep(10)
+
+parallel._run_job(job, Path(sys.argv[1]) / "c1.parquet")
+"""
+
+
+def test_a_second_stop_during_cleanup_does_not_leave_the_temp_file(tmp_path):
+    """CI saw a leftover temp file after Ctrl-C: the second SIGTERM (from the pool, once another
+    worker had exited) arrived while the first one was removing it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", SECOND_STOP, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -38,7 +38,8 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
+            with _signals_deferred():  # a stop signal arriving now is raised after the removal
+                tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,9 @@ def _on_term(signum: int, frame: Any) -> None:
     """In a worker: unwind the current video (its temp file is removed), or exit at once when idle."""
     if not _in_job:
         os._exit(128 + signum)
+    # One stop is enough. A second SIGTERM must not cut the unwinding short (its temp file would
+    # stay): the pool sends one to every worker as soon as any worker has exited.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(f"worker stopped by {signal.Signals(signum).name}")
 
 
