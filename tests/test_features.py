@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.contracts.features import REGISTRY
+from pipeline.core.config import FeaturesParams
 from pipeline.stages.features import (
     compute_frame_features,
     ear,
@@ -108,9 +109,10 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
     face[2] = np.nan
     face[4] = np.nan
     hands = np.full((5, 2, 21, 3), np.nan, np.float32)
-    lm = {"face": face, "hands": hands, "frame": np.arange(5), "t": np.arange(5) / 15}
-    df = video_features([{k: v[:3] for k, v in lm.items()}, {k: v[3:] for k, v in lm.items()}], max_gap=1)
-    assert list(df.columns) == ["frame", "t", *REGISTRY, "face_filled"]
+    lm = {"face": face, "hands": hands, "frame": np.arange(5), "t": np.arange(5) / 15, "stale": np.zeros(5, bool)}
+    p = FeaturesParams(max_gap_frames=1)
+    df = video_features([{k: v[:3] for k, v in lm.items()}, {k: v[3:] for k, v in lm.items()}], p, 15.0)
+    assert list(df.columns) == ["frame", "t", *REGISTRY, "face_filled", "stale"]
     assert df["face_present"].tolist() == [1, 1, 0, 1, 0]
     assert df["face_filled"].tolist() == [0, 0, 1, 0, 0]
     assert np.isfinite(df.loc[2, "ear_left"]) and np.isnan(df.loc[4, "ear_left"])
@@ -122,15 +124,15 @@ def test_missing_face_rows_are_nan_and_flagged(neutral_face):
 def _measure(frames, tmp_path, name, canvas):
     """Real path: write a video, plan it, run MediaPipe, map back, compute features."""
     from pipeline.contracts.landmarks import iter_landmarks, read_landmarks
-    from pipeline.core.config import LandmarksParams
+    from pipeline.core.config import FramesParams, LandmarksParams
     from pipeline.stages.frames import plan_video
     from pipeline.stages.landmarks import detect_video
 
     video = write_clip(tmp_path / f"{name}.mp4", frames)
-    plan, _ = plan_video(video, 15, canvas, 1)
+    plan, _ = plan_video(video, FramesParams(fps=15, canvas=canvas), 1)
     out = tmp_path / f"{name}.parquet"
     detect_video(video, plan, LandmarksParams(hands=False), out, name)
-    return video_features(iter_landmarks(out, batch_size=4), 0), read_landmarks(out)
+    return video_features(iter_landmarks(out, batch_size=4), FeaturesParams(max_gap_frames=0), 15.0), read_landmarks(out)
 
 
 def test_same_face_at_two_resolutions_and_canvases_gives_same_features(clip_frames, tmp_path):

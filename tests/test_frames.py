@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.contracts.frames import Plan, iter_frames, read_plan, write_plan
+from pipeline.core.config import FramesParams
 from pipeline.core.files import atomic_path, read_json
 from pipeline.stages import frames
 from pipeline.vision.geometry import letterbox_image
@@ -22,12 +23,12 @@ def test_plan_and_stream_are_the_letterboxed_source(clip_frames, tmp_path):
 
     src = [cv2.resize(f, (400, 240)) for f in clip_frames["normal"][:12]]  # 5:3 source
     video = write_clip(tmp_path / "v.mp4", src, fps=30)
-    plan, qc = frames.plan_video(video, fps=15, canvas=256, min_frames=2)
+    plan, qc = frames.plan_video(video, FramesParams(fps=15, canvas=256), min_frames=2)
     assert plan.n == 6 and plan.src_frames == 12
     np.testing.assert_array_equal(plan.src_index, [0, 2, 4, 6, 8, 10])
     assert (plan.box.src_w, plan.box.src_h, plan.box.canvas_w) == (400, 240, 256)
     assert len(qc["luma_mean"]) == 6 and (qc["luma_mean"] > 10).all()
-    decoded = list(decode(video))
+    decoded = [f for _, f in decode(video)]
     got = [(k, img.copy()) for k, img in iter_frames(video, plan, rgb=False)]
     assert [k for k, _ in got] == list(range(6))
     np.testing.assert_array_equal(got[3][1], letterbox_image(decoded[6], plan.box))
@@ -40,7 +41,7 @@ def test_plan_and_stream_are_the_letterboxed_source(clip_frames, tmp_path):
 
 def test_stream_of_a_shorter_video_raises(clip_frames, tmp_path):
     video = write_clip(tmp_path / "v.mp4", clip_frames["normal"][:6])
-    plan, _ = frames.plan_video(video, 15, 256, 1)
+    plan, _ = frames.plan_video(video, FramesParams(fps=15, canvas=256), 1)
     longer = Plan(plan.box, plan.src_fps, 10, plan.fps, np.arange(10))
     with pytest.raises(VideoError, match="ended early"):
         list(iter_frames(video, longer))

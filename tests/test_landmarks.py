@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.contracts.landmarks import read_landmarks
-from pipeline.core.config import LandmarksParams
+from pipeline.core.config import FramesParams, LandmarksParams
 from pipeline.stages.frames import plan_video
 from pipeline.stages.landmarks import detect_video
 from tests.conftest import ROOT, write_clip
@@ -18,7 +18,7 @@ from tests.conftest import ROOT, write_clip
 
 def test_output_is_in_source_pixels_and_deterministic(clip_frames, subject, tmp_path):
     video = write_clip(tmp_path / "v.mp4", clip_frames["normal"][:12])
-    plan, _ = plan_video(video, 15, 256, 1)
+    plan, _ = plan_video(video, FramesParams(fps=15, canvas=256), 1)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     stats = detect_video(video, plan, LandmarksParams(hands=True), a, "v.mp4")
     detect_video(video, plan, LandmarksParams(hands=True), b, "v.mp4")
@@ -35,7 +35,7 @@ def test_output_is_in_source_pixels_and_deterministic(clip_frames, subject, tmp_
 
 def test_hands_can_be_switched_off(clip_frames, tmp_path):
     video = write_clip(tmp_path / "v.mp4", clip_frames["phonecall"][:4])
-    plan, _ = plan_video(video, 15, 256, 1)
+    plan, _ = plan_video(video, FramesParams(fps=15, canvas=256), 1)
     detect_video(video, plan, LandmarksParams(hands=False), tmp_path / "o.parquet", "v")
     lm = read_landmarks(tmp_path / "o.parquet")
     assert np.isnan(lm["hands"]).all() and not lm["hand_present"].any()

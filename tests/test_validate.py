@@ -33,6 +33,7 @@ def clean(tmp_path):
     df["hand_face_dist"] = np.nan  # no hands, as in the demo: allowed
     df["hand_ear_dist"] = np.nan
     df["face_filled"] = np.int8(0)
+    df["stale"] = np.int8(0)
     params = parse_params({"windows": {"size": 10, "stride": 5, "features": list(FEATS)}})
     w, meta = W.build(df, params.windows, CLASSES)
     WC.write_windows(w, meta, tmp_path / "windows")

@@ -1,8 +1,9 @@
 """The features contract: ``data/features.parquet``, one row per frame of every usable video.
 
 Columns: ``video, subject, label`` (categoricals; label NaN where no segment covers the
-frame), ``frame, t``, every feature of :data:`REGISTRY` (float32, in registry order) and
-``face_filled`` (1 where a short face gap was interpolated). The registry (names, units,
+frame), ``frame, t``, every feature of :data:`REGISTRY` (float32, in registry order),
+``face_filled`` (1 where a short face gap was interpolated) and ``stale`` (1 where the
+recording had no frame: the frames stage held an old one, nothing was measured). The registry (names, units,
 expected ranges) is stored in the schema metadata ``features``; the validate stage checks
 the ranges.
 """
@@ -59,8 +60,20 @@ REGISTRY: dict[str, Feature] = {
             "nearest hand point to either ear point, over the outer-eye-corner distance; NaN without a hand",
             False,
         ),
+        # drowsiness (pipeline/vision/drowsiness.py): over the trailing features.drowsy_window_s
+        Feature("perclos", "share", 0.0, 1.0, "PERCLOS P80: share of face frames with the eyes >= 80% closed", False),
+        Feature("blink_rate", "1/min", 0.0, 300.0, "blinks per minute", False),
+        Feature("blink_duration", "s", 0.0, 2.0, "mean blink duration (eye >= blink_closure closed)", False),
+        Feature("blink_amplitude", "share", 0.0, 1.0, "mean peak eye closure of the blinks", False),
+        Feature("blink_close_vel", "1/s", 0.0, 100.0, "mean closing velocity of the blinks (closure per s)", False),
+        Feature("blink_open_vel", "1/s", 0.0, 100.0, "mean opening velocity of the blinks (closure per s)", False),
+        Feature("yawning", "flag", 0.0, 1.0, "1 while a yawn (mar >= yawn_mar for >= yawn_min_s) goes on", False),
+        Feature("yawn_s", "s", 0.0, 60.0, "seconds into the current yawn (0 when not yawning)", False),
+        Feature("yawn_rate", "1/min", 0.0, 60.0, "yawns begun per minute", False),
     ]
 }
+DROWSINESS = ("perclos", "blink_rate", "blink_duration", "blink_amplitude", "blink_close_vel", "blink_open_vel")
+DROWSINESS += ("yawning", "yawn_s", "yawn_rate")
 ID_COLUMNS = ("video", "subject", "label", "frame", "t")
 
 

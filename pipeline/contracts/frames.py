@@ -1,9 +1,11 @@
 """The frame-plan contract: ``data/frames/<video_id>.parquet`` + ``manifest.json``.
 
-One row per output frame (``frame, t, src_frame, luma_mean, luma_std``); the schema
-metadata ``frames`` holds the letterbox transform, the source rate and frame count and the
-video's path. Pixels are not stored: :func:`iter_frames` regenerates the exact letterboxed
-frames from the source video on demand.
+One row per output frame (``frame, t, src_frame, src_t, stale, luma_mean, luma_std``:
+``src_t`` is the presentation time of the source frame shown, ``stale`` marks frames held
+longer than ``frames.max_hold_s``); the schema metadata ``frames`` holds the letterbox
+transform (of the upright frames), the rotation applied, the timing source (``pts`` or
+``nominal``), the measured source rate and frame count and the video's path.
+Pixels are not stored: :func:`iter_frames` regenerates the exact letterboxed frames from the source video on demand.
 
 ``manifest.json``: ``videos`` (video_id -> entry with ``status`` ok / quarantined and, when
 quarantined, ``stage`` and ``reason``), ``ignored_files``, ``fps``, ``canvas``.
@@ -32,6 +34,9 @@ class Plan:
     src_frames: int  # frames actually decoded
     fps: float
     src_index: np.ndarray  # (n,) source frame index for each output frame
+    rotation: int = 0  # clockwise degrees applied to every decoded frame
+    timing: str = "pts"  # "pts": container presentation times; "nominal": frame count / rate
+    stale: np.ndarray | None = None  # (n,) bool: the frame shown is older than frames.max_hold_s
 
     @property
     def n(self) -> int:
@@ -47,6 +52,8 @@ def write_plan(path: Path, plan: Plan, qc: dict[str, np.ndarray], rel: str) -> N
             "frame": pa.array(np.arange(plan.n, dtype=np.int32)),
             "t": pa.array(np.arange(plan.n) / plan.fps),
             "src_frame": pa.array(plan.src_index.astype(np.int32)),
+            "src_t": pa.array(np.asarray(qc["src_t"], np.float64)),
+            "stale": pa.array(np.asarray(qc["stale"], bool)),
             "luma_mean": pa.array(qc["luma_mean"]),
             "luma_std": pa.array(qc["luma_std"]),
         }
@@ -57,6 +64,8 @@ def write_plan(path: Path, plan: Plan, qc: dict[str, np.ndarray], rel: str) -> N
         "src_frames": plan.src_frames,
         "fps": plan.fps,
         "video": rel,
+        "rotation": plan.rotation,
+        "timing": plan.timing,
     }
     write_table(table.replace_schema_metadata({b"frames": json.dumps(meta, sort_keys=True).encode()}), path)
 
@@ -65,7 +74,7 @@ def read_plan(path: Path) -> Plan:
     """Load a plan written by :func:`write_plan`."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["src_frame"])
+    table = pq.read_table(path, columns=["src_frame", "stale"])
     meta = json.loads(table.schema.metadata[b"frames"])
     return Plan(
         Letterbox(**meta["letterbox"]),
@@ -73,6 +82,9 @@ def read_plan(path: Path) -> Plan:
         meta["src_frames"],
         meta["fps"],
         table.column("src_frame").to_numpy().astype(np.int64),
+        meta["rotation"],
+        meta["timing"],
+        table.column("stale").to_numpy(zero_copy_only=False).astype(bool),
     )
 
 
@@ -85,7 +97,7 @@ def iter_frames(path: Path, plan: Plan, rgb: bool = True) -> Iterator[tuple[int,
 
     canvas = np.zeros((plan.box.canvas_h, plan.box.canvas_w, 3), np.uint8)
     k = 0
-    for i, frame in enumerate(decode(path)):
+    for i, (_, frame) in enumerate(decode(path, plan.rotation)):
         if k >= plan.n:
             return
         if plan.src_index[k] != i:

@@ -3,8 +3,11 @@
 One row per output frame, coordinates in SOURCE pixels (x, y, z; z on the x scale):
 ``frame, t, face_present, face`` (fixed list of 478*3 float32, all NaN when no face),
 ``hand_count, hand0, hand1`` (21*3 float32, all NaN when absent), ``hand0_side,
-hand1_side`` (MediaPipe's handedness label), ``hand0_score, hand1_score``. Schema metadata
-``landmarks``: letterbox, video, fps, space, hands. Written in row groups of
+hand1_side`` (MediaPipe's handedness label), ``hand0_score, hand1_score``, ``face_count``
+(faces FaceMesh found; ``face`` is the driver's, picked by pipeline/vision/driver.py) and
+``stale`` (the frames stage marked the frame as held over a gap in the recording: nothing was
+measured). Schema metadata ``landmarks``: letterbox, video, fps, space, hands, hands_every,
+max_faces, driver_region. Written in row groups of
 :data:`CHUNK` frames while the video streams, so memory does not grow with its length.
 """
 
@@ -43,12 +46,17 @@ def schema(meta: dict[str, Any] | None = None):
             ("hand1_side", pa.string()),
             ("hand0_score", pa.float32()),
             ("hand1_score", pa.float32()),
+            ("face_count", pa.int8()),
+            ("stale", pa.bool_()),
         ]
     )
     return sch.with_metadata({b"landmarks": json.dumps(meta, sort_keys=True).encode()}) if meta else sch
 
 
-def _table(rows: list[tuple[int, float, np.ndarray | None, list[Hand]]], sch):
+Row = tuple[int, float, np.ndarray | None, list[Hand], int, bool]
+
+
+def _table(rows: list[Row], sch):
     """One row group from buffered per-frame results."""
     import pyarrow as pa
 
@@ -59,7 +67,7 @@ def _table(rows: list[tuple[int, float, np.ndarray | None, list[Hand]]], sch):
     hmask = np.ones((2, n), bool)
     side: list[list[str | None]] = [[None] * n, [None] * n]
     score = np.zeros((2, n), np.float32)
-    for r, (_, _, f, hs) in enumerate(rows):
+    for r, (_, _, f, hs, _, _) in enumerate(rows):
         if f is not None:
             face[r] = f.ravel()
             fmask[r] = False
@@ -85,6 +93,8 @@ def _table(rows: list[tuple[int, float, np.ndarray | None, list[Hand]]], sch):
         pa.array(side[1], pa.string()),
         pa.array(score[0], pa.float32(), mask=hmask[0]),
         pa.array(score[1], pa.float32(), mask=hmask[1]),
+        pa.array([r[4] for r in rows], pa.int8()),
+        pa.array([r[5] for r in rows], pa.bool_()),
     ]
     return pa.Table.from_arrays(cols, schema=sch)
 
@@ -95,7 +105,7 @@ class LandmarksWriter:
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path, self.meta = Path(path), meta
-        self.rows: list[tuple[int, float, np.ndarray | None, list[Hand]]] = []
+        self.rows: list[Row] = []
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> LandmarksWriter:
@@ -111,8 +121,11 @@ class LandmarksWriter:
             raise
         return self
 
-    def add(self, frame: int, t: float, face: np.ndarray | None, hands: list[Hand]) -> None:
-        self.rows.append((frame, t, face, hands))
+    def add(
+        self, frame: int, t: float, face: np.ndarray | None, hands: list[Hand], faces: int = 1, stale: bool = False
+    ) -> None:
+        """One frame: the driver's face (or None), the hands, how many faces were seen, staleness."""
+        self.rows.append((frame, t, face, hands, faces, stale))
         if len(self.rows) == CHUNK:
             self._flush()
 
@@ -131,7 +144,7 @@ def iter_landmarks(path: Path, batch_size: int = CHUNK) -> Iterator[dict[str, np
     """Stream a landmark file in batches: face (n,478,3) and hands (n,2,21,3), NaN where absent."""
     import pyarrow.parquet as pq
 
-    cols = ["frame", "t", "face_present", "face", "hand0", "hand1"]
+    cols = ["frame", "t", "face_present", "face", "hand0", "hand1", "stale"]
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols):
         n = batch.num_rows
 
@@ -145,6 +158,7 @@ def iter_landmarks(path: Path, batch_size: int = CHUNK) -> Iterator[dict[str, np
             "t": batch.column("t").to_numpy(),
             "face": fixed("face", (N_FACE, 3)),
             "face_present": batch.column("face_present").to_numpy(zero_copy_only=False),
+            "stale": batch.column("stale").to_numpy(zero_copy_only=False),
             "hands": hands,
             "hand_present": np.isfinite(hands[:, :, 0, 0]),
         }

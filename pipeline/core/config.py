@@ -47,6 +47,8 @@ class DemoParams:
 class FramesParams:
     fps: float = 15
     canvas: int = 320
+    min_src_fps: float = 5.0
+    max_hold_s: float = 0.5
     workers: int = 0
 
 
@@ -54,6 +56,9 @@ class FramesParams:
 class LandmarksParams:
     hands: bool = True
     hands_complexity: int = 0
+    hands_every: int = 3
+    max_faces: int = 3
+    driver_region: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     min_face_fraction: float = 0.2
@@ -63,6 +68,14 @@ class LandmarksParams:
 @dataclass(frozen=True)
 class FeaturesParams:
     max_gap_frames: int = 3
+    drowsy_window_s: float = 60.0
+    blink_closure: float = 0.5
+    blink_max_s: float = 0.5
+    yawn_mar: float = 0.5
+    yawn_min_s: float = 1.0
+    smooth: bool = False
+    smooth_min_cutoff: float = 1.0
+    smooth_beta: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,22 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "landmarks.workers": ("must be >= 0", lambda v: v >= 0),
     "landmarks.hands_complexity": ("must be 0 or 1", lambda v: v in (0, 1)),
     "landmarks.min_face_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "landmarks.hands_every": ("must be >= 1 (1 = Hands on every frame)", lambda v: v >= 1),
+    "landmarks.max_faces": ("must be in 1..5", lambda v: 1 <= v <= 5),
+    "landmarks.driver_region": (
+        "must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (fractions of the frame)",
+        lambda v: len(v) == 4 and 0 <= v[0] < v[2] <= 1 and 0 <= v[1] < v[3] <= 1,
+    ),
+    "frames.min_src_fps": ("must be > 0", lambda v: v > 0),
+    "frames.max_hold_s": ("must be > 0", lambda v: v > 0),
     "features.max_gap_frames": ("must be >= 0", lambda v: v >= 0),
+    "features.drowsy_window_s": ("must be > 0", lambda v: v > 0),
+    "features.blink_closure": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "features.blink_max_s": ("must be > 0", lambda v: v > 0),
+    "features.yawn_mar": ("must be > 0", lambda v: v > 0),
+    "features.yawn_min_s": ("must be > 0", lambda v: v > 0),
+    "features.smooth_min_cutoff": ("must be > 0 (Hz)", lambda v: v > 0),
+    "features.smooth_beta": ("must be >= 0", lambda v: v >= 0),
     "windows.size": ("must be >= 2", lambda v: v >= 2),
     "windows.stride": ("must be >= 1", lambda v: v >= 1),
     "data.classes": ("must hold at least 2 distinct names", lambda v: len(set(v)) >= 2),

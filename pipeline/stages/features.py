@@ -7,6 +7,10 @@ Missing detections (stated policy): a face gap of at most ``features.max_gap_fra
 frames between two detected frames is linearly interpolated and flagged in
 ``face_filled``; longer gaps and gaps at a video's ends stay NaN with
 ``face_present = 0``. Hand distances are NaN when no hand is seen (never invented).
+Frames the recording did not have (``stale`` in the frames plan) have no face and are
+never filled. Drowsiness features (blinks, PERCLOS, yawns: pipeline/vision/drowsiness.py)
+are computed per video from the filled eye and mouth series; ``features.smooth`` applies the
+One Euro filter to head pose.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.contracts.features import REGISTRY, write_features
+from pipeline.contracts.features import DROWSINESS, REGISTRY, write_features
 from pipeline.contracts.labels import load_labels
 from pipeline.contracts.landmarks import iter_landmarks
 from pipeline.contracts.quarantine import write_quarantine
-from pipeline.core.config import Params, load_params
+from pipeline.core.config import FeaturesParams, Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import read_json
 from pipeline.core.runtime import FramesDir, LandmarksDir, ParamsOpt, QuarantinePath, run_stage
 from pipeline.vision import geometry as g
+from pipeline.vision.drowsiness import DrowsinessParams, drowsiness_features
+from pipeline.vision.smoothing import one_euro
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,7 @@ def compute_frame_features(face: np.ndarray, hands: np.ndarray) -> dict[str, np.
             "hand_face_dist": hf,
             "hand_ear_dist": he,
         }
-    assert list(out) == list(REGISTRY), "compute_frame_features and REGISTRY disagree"
+    assert list(out) == [k for k in REGISTRY if k not in DROWSINESS], "compute_frame_features and REGISTRY disagree"
     return out
 
 
@@ -134,11 +140,15 @@ def fill_short_gaps(values: np.ndarray, present: np.ndarray, max_gap: int) -> tu
     return out, filled
 
 
-def video_features(batches: Iterable[dict[str, np.ndarray]], max_gap: int) -> pd.DataFrame:
-    """Feature table of one video (``frame``, ``t`` + registry + ``face_filled``), streamed.
+SMOOTHED = ("yaw", "pitch", "roll")  # the One Euro filter's columns (EAR/MAR keep their fast events)
+
+
+def video_features(batches: Iterable[dict[str, np.ndarray]], p: FeaturesParams, fps: float) -> pd.DataFrame:
+    """Feature table of one video (``frame``, ``t`` + registry + ``face_filled``, ``stale``), streamed.
 
     Landmarks are read batch by batch; only the small per-frame feature table of the
-    video is held, and the missing-detection policy is applied to it.
+    video is held, and the missing-detection policy is applied to it; the drowsiness
+    features are computed from the filled eye and mouth series, then the optional filter.
     """
     parts = []
     for lm in batches:
@@ -149,16 +159,26 @@ def video_features(batches: Iterable[dict[str, np.ndarray]], max_gap: int) -> pd
                     "frame": lm["frame"].astype(np.int32),
                     "t": lm["t"],
                     **{k: np.asarray(v, np.float64) for k, v in feats.items()},
+                    "stale": lm["stale"].astype(np.int8),
                 }
             )
         )
     df = pd.concat(parts, ignore_index=True)
     present = df["face_present"].to_numpy() > 0
     face_names = [k for k, f in REGISTRY.items() if f.face_derived]
-    block, filled = fill_short_gaps(df[face_names].to_numpy(), present, max_gap)
+    block, filled = fill_short_gaps(df[face_names].to_numpy(), present, p.max_gap_frames)
+    stale = df["stale"].to_numpy() > 0
+    block[stale], filled[stale] = np.nan, False  # a gap in the recording is never filled
     df[face_names] = block
+    ear = (df["ear_left"].to_numpy() + df["ear_right"].to_numpy()) / 2
+    dp = DrowsinessParams(fps, p.drowsy_window_s, p.blink_closure, p.blink_max_s, p.yawn_mar, p.yawn_min_s)
+    for k, v in drowsiness_features(ear, df["mar"].to_numpy(), dp).items():
+        df[k] = v
+    if p.smooth:
+        df[list(SMOOTHED)] = one_euro(df[list(SMOOTHED)].to_numpy(), fps, p.smooth_min_cutoff, p.smooth_beta)
+    df = df[["frame", "t", *REGISTRY, "stale"]]
     df[list(REGISTRY)] = df[list(REGISTRY)].astype(np.float32)
-    df["face_filled"] = filled.astype(np.int8)
+    df.insert(len(df.columns) - 1, "face_filled", filled.astype(np.int8))
     return df
 
 
@@ -172,7 +192,8 @@ def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, q
         if info["status"] != "ok":
             continue
         e = entries[vid]
-        df = video_features(iter_landmarks(Path(landmarks_dir) / f"{vid}.parquet"), params.features.max_gap_frames)
+        lm = iter_landmarks(Path(landmarks_dir) / f"{vid}.parquet")
+        df = video_features(lm, params.features, params.frames.fps)
         df.insert(0, "label", [e.label_at(x) for x in df["t"]])
         df.insert(0, "subject", e.subject)
         df.insert(0, "video", vid)
@@ -192,7 +213,12 @@ def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, q
     quarantined = [
         v for m in (frames_manifest, lm_manifest) for v in m["videos"].values() if v["status"] == "quarantined"
     ]
-    write_quarantine(quarantine_path, quarantined, frames_manifest.get("ignored_files", []))
+    warnings = [
+        {"video_id": vid, "video": v["video"], "stage": "frames", "warning": w}
+        for vid, v in sorted(frames_manifest["videos"].items())
+        for w in v.get("warnings", [])
+    ]
+    write_quarantine(quarantine_path, quarantined, frames_manifest.get("ignored_files", []), warnings)
     return {
         "videos": len(parts),
         "frames": len(table),

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.contracts.frames import Plan, iter_frames, read_plan
 from pipeline.contracts.landmarks import Hand, LandmarksWriter
 from pipeline.core.config import LandmarksParams, Params, load_params, resolve_workers
@@ -20,6 +22,7 @@ from pipeline.core.files import read_json, write_json
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import FramesDir, ParamsOpt, run_stage
 from pipeline.vision import mediapipe as mpa
+from pipeline.vision.driver import DriverPicker
 from pipeline.vision.geometry import N_FACE, N_HAND
 from pipeline.vision.video import VideoError
 
@@ -41,7 +44,10 @@ class Job:
 def detect_video(video: Path, plan: Plan, p: LandmarksParams, out: Path, rel: str) -> dict:
     """Run the models over the streamed frames of one video and write its Parquet.
 
-    Returns counts; raises :class:`VideoError` when the video must be quarantined.
+    FaceMesh runs on every frame that is not stale (up to ``max_faces`` faces; the driver is
+    picked by :class:`DriverPicker`); Hands runs on every ``hands_every``-th of them and its
+    result is held for the frames in between (at most ``hands_every - 1`` frames, never across a
+    stale frame). Returns counts; raises :class:`VideoError` when the video must be quarantined.
     """
     import cv2
 
@@ -49,35 +55,62 @@ def detect_video(video: Path, plan: Plan, p: LandmarksParams, out: Path, rel: st
     box = plan.box
     mul, add = box.normalized_affine()
     space = "source pixels; z on the x scale"
-    meta = {"letterbox": box.as_dict(), "video": rel, "fps": plan.fps, "space": space, "hands": p.hands}
-    n_face = n_hand = 0
+    meta = {
+        "letterbox": box.as_dict(),
+        "video": rel,
+        "fps": plan.fps,
+        "space": space,
+        "hands": p.hands,
+        "hands_every": p.hands_every,
+        "max_faces": p.max_faces,
+        "driver_region": list(p.driver_region),
+    }
+    stale = plan.stale if plan.stale is not None else np.zeros(plan.n, bool)
+    picker = DriverPicker(box.src_w, box.src_h, tuple(p.driver_region))
+    n_face = n_hand = n_multi = 0
     with mpa.quiet_native_stderr():
-        fm = mpa.face_mesh(False, p.min_detection_confidence, p.min_tracking_confidence)
+        fm = mpa.face_mesh(False, p.min_detection_confidence, p.min_tracking_confidence, p.max_faces)
         hd = mpa.hands(p.hands_complexity, p.min_detection_confidence, p.min_tracking_confidence) if p.hands else None
         try:
             with LandmarksWriter(out, meta) as writer:
+                found: list[Hand] = []
+                since_hands = p.hands_every  # run Hands on the first usable frame
                 for k, img in iter_frames(video, plan):
+                    if stale[k]:  # the recorder dropped frames here: nothing is measured
+                        writer.add(k, k / plan.fps, None, [], 0, stale=True)
+                        found, since_hands = [], p.hands_every
+                        continue
                     res = fm.process(img)
-                    face = None
-                    if res.multi_face_landmarks:
-                        face = mpa.landmark_array(res.multi_face_landmarks[0], N_FACE) * mul + add
-                        n_face += 1
-                    found: list[Hand] = []
-                    if hd is not None:
+                    faces = [mpa.landmark_array(f, N_FACE) * mul + add for f in res.multi_face_landmarks or []]
+                    n_multi += len(faces) > 1
+                    i = picker.pick(faces)
+                    face = faces[i] if i is not None else None
+                    n_face += face is not None
+                    if hd is not None and since_hands >= p.hands_every:
+                        since_hands = 0
+                        found = []
                         hr = hd.process(img)
                         if hr.multi_hand_landmarks:
                             for hl, hh in zip(hr.multi_hand_landmarks, hr.multi_handedness, strict=False):
                                 c = hh.classification[0]
                                 found.append((mpa.landmark_array(hl, N_HAND) * mul + add, c.label, float(c.score)))
-                            n_hand += 1
-                    writer.add(k, k / plan.fps, face, found)
+                    since_hands += 1
+                    n_hand += bool(found)
+                    writer.add(k, k / plan.fps, face, found, len(faces))
                 if n_face == 0:
                     raise VideoError(f"no face found in any of {plan.n} frames")
         finally:
             fm.close()
             if hd is not None:
                 hd.close()
-    return {"frames": plan.n, "face_frames": n_face, "hand_frames": n_hand}
+    usable = int((~stale).sum())
+    return {
+        "frames": plan.n,
+        "usable_frames": usable,
+        "face_frames": n_face,
+        "hand_frames": n_hand,
+        "multi_face_frames": n_multi,
+    }
 
 
 def process_video(job: Job) -> dict:
@@ -86,11 +119,11 @@ def process_video(job: Job) -> dict:
     out = job.out_dir / f"{job.video_id}.parquet"
     try:
         stats = detect_video(job.video, read_plan(job.plan), job.settings, out, job.rel)
-        frac = stats["face_frames"] / max(1, stats["frames"])
+        frac = stats["face_frames"] / max(1, stats["usable_frames"])
         if frac < job.settings.min_face_fraction:
             out.unlink(missing_ok=True)
             raise VideoError(
-                f"face found in only {stats['face_frames']} of {stats['frames']} frames ({frac:.0%}); "
+                f"face found in only {stats['face_frames']} of {stats['usable_frames']} usable frames ({frac:.0%}); "
                 f"landmarks.min_face_fraction is {job.settings.min_face_fraction}"
             )
     except VideoError as exc:
@@ -113,13 +146,20 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
         for vid, info in sorted(manifest["videos"].items())
         if info["status"] == "ok"
     ]
-    log.info("landmarks: %d videos (hands %s)", len(jobs), "on" if p.hands else "off")
+    hands = f"on, every {p.hands_every} frame(s)" if p.hands else "off"
+    log.info("landmarks: %d videos (hands %s; up to %d faces, driver picked per video)", len(jobs), hands, p.max_faces)
     videos = {}
     address = dask_address(params.parallel.dask_address)
     for res in map_jobs(process_video, jobs, resolve_workers(p.workers), "landmarks", address):
         videos[res["video_id"]] = res
         if res["status"] != "ok":
             log.warning("quarantined %s: %s", res["video"], res["reason"])
+        elif res["multi_face_frames"]:
+            log.info(
+                "%s: several faces in %d frames; the driver was picked by the seat rule",
+                res["video"],
+                res["multi_face_frames"],
+            )
     write_json(out_dir / "manifest.json", {"videos": videos, "hands": p.hands})
     ok = [v for v in videos.values() if v["status"] == "ok"]
     frames = sum(v["frames"] for v in ok)

@@ -98,7 +98,9 @@ def feature_checks(params: Params) -> list[Check]:
     checks = [
         Check(
             "features",
-            gxe.ExpectTableColumnsToMatchSet(column_set=[*ID_COLUMNS, *REGISTRY, "face_filled"], exact_match=False),
+            gxe.ExpectTableColumnsToMatchSet(
+                column_set=[*ID_COLUMNS, *REGISTRY, "face_filled", "stale"], exact_match=False
+            ),
             [],
             "the features schema",
         )
@@ -311,6 +313,10 @@ def quarantine_facts(path: Path | None) -> dict[str, str]:
     facts = {"quarantined inputs": f"{len(items)}" + (": " + "; ".join(items) if items else "")}
     if q.get("ignored_files"):
         facts["files not in labels.csv (ignored)"] = ", ".join(q["ignored_files"])
+    if q.get("warnings"):
+        facts["input warnings"] = f"{len(q['warnings'])}: " + "; ".join(
+            f"{w['video']} ({w['stage']}: {w['warning']})" for w in q["warnings"]
+        )
     return facts
 
 
@@ -327,6 +333,8 @@ def run(
     for o in outcomes:
         if not o.success and o.severity != "critical":
             log.warning("validation warning: %s", o.line())
+    if "input warnings" in facts:
+        log.warning("input warnings (reports/validation/summary.md): %s", facts["input warnings"])
     if crit:
         raise ValidationFailed(
             f"{len(crit)} critical expectation(s) failed (report: {out_dir / 'summary.md'}):\n"

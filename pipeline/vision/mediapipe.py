@@ -49,13 +49,13 @@ def quiet_native_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def face_mesh(static: bool, min_detection: float = 0.5, min_tracking: float = 0.5):
-    """FaceMesh with 478 points (iris refined), one face."""
+def face_mesh(static: bool, min_detection: float = 0.5, min_tracking: float = 0.5, max_faces: int = 1):
+    """FaceMesh with 478 points (iris refined), up to ``max_faces`` faces."""
     import mediapipe as mp
 
     return mp.solutions.face_mesh.FaceMesh(
         static_image_mode=static,
-        max_num_faces=1,
+        max_num_faces=max_faces,
         refine_landmarks=True,
         min_detection_confidence=min_detection,
         min_tracking_confidence=min_tracking,

@@ -7,6 +7,7 @@ reason, the run goes on with the other videos.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,39 @@ class VideoError(Exception):
     """A video that cannot be used; the message is the quarantine reason."""
 
 
-def probe(path: Path) -> tuple[int, int, float, int]:
-    """(width, height, fps, reported frame count) or :class:`VideoError`."""
+@dataclass(frozen=True)
+class Probe:
+    """What the container says about a video. ``width``/``height`` are UPRIGHT (as a player shows
+    the frames, after ``rotation``); ``fps`` is the container's (average) rate."""
+
+    width: int
+    height: int
+    fps: float
+    count: int  # frames the header announces (0 when unknown)
+    rotation: int  # clockwise degrees (0, 90, 180, 270) that turn a stored frame upright
+
+
+_ROTATE = {90: 0, 180: 1, 270: 2}  # cv2.ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE
+
+
+def _open(path: Path):
+    """A capture that returns frames as stored (rotation is ours to apply, on every OpenCV build)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return cap
+
+
+def probe(path: Path) -> Probe:
+    """The container's facts about ``path``, or :class:`VideoError`."""
     import cv2
 
     if not path.exists():
         raise VideoError(f"file not found: {path}")
     if path.stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(path))
+    cap = _open(path)
     try:
         if not cap.isOpened():
             raise VideoError("not a readable video: OpenCV could not open it (corrupt, truncated or not a video)")
@@ -34,26 +59,37 @@ def probe(path: Path) -> tuple[int, int, float, int]:
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        meta = cap.get(cv2.CAP_PROP_ORIENTATION_META)
     finally:
         cap.release()
     if w <= 0 or h <= 0:
         raise VideoError("not a readable video: no frame size (no video stream?)")
     if not (0 < fps < 1000):
         raise VideoError(f"no usable frame rate in the file (reported {fps}); re-mux it with a fixed fps")
-    return w, h, fps, count
+    rotation = round(meta) % 360 if np.isfinite(meta) else 0
+    if rotation not in (0, 90, 180, 270):
+        raise VideoError(
+            f"rotation tag of {rotation} degrees: only multiples of 90 are supported; re-encode it upright"
+        )
+    if rotation in (90, 270):
+        w, h = h, w
+    return Probe(w, h, fps, count, rotation)
 
 
-def decode(path: Path) -> Iterator[np.ndarray]:
-    """Every frame of ``path`` as stored (BGR), one at a time."""
+def decode(path: Path, rotation: int = 0) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame of ``path`` as a player shows it (BGR, turned upright by ``rotation``), with its
+    presentation time in seconds from the container (``nan`` where the container has none)."""
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    cap = _open(path)
+    turn = _ROTATE.get(rotation)
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield frame
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            yield t, (frame if turn is None else cv2.rotate(frame, turn))
     finally:
         cap.release()
 
