@@ -132,7 +132,9 @@ def _measure(frames, tmp_path, name, canvas):
     plan, _ = plan_video(video, FramesParams(fps=15, canvas=canvas), 1)
     out = tmp_path / f"{name}.parquet"
     detect_video(video, plan, LandmarksParams(hands=False), out, name)
-    return video_features(iter_landmarks(out, batch_size=4), FeaturesParams(max_gap_frames=0), 15.0), read_landmarks(out)
+    return video_features(iter_landmarks(out, batch_size=4), FeaturesParams(max_gap_frames=0), 15.0), read_landmarks(
+        out
+    )
 
 
 def test_same_face_at_two_resolutions_and_canvases_gives_same_features(clip_frames, tmp_path):

@@ -1,8 +1,8 @@
 """The frame-plan contract: ``data/frames/<video_id>.parquet`` + ``manifest.json``.
 
 One row per output frame (``frame, t, src_frame, src_t, stale, luma_mean, luma_std``:
-``src_t`` is the presentation time of the source frame shown, ``stale`` marks frames held
-longer than ``frames.max_hold_s``); the schema metadata ``frames`` holds the letterbox
+``src_t`` is the presentation time of the source frame shown, ``stale`` marks output frames
+with no source frame near them: the recording has a hole there); the schema metadata ``frames`` holds the letterbox
 transform (of the upright frames), the rotation applied, the timing source (``pts`` or
 ``nominal``), the measured source rate and frame count and the video's path.
 Pixels are not stored: :func:`iter_frames` regenerates the exact letterboxed frames from the source video on demand.
@@ -36,7 +36,7 @@ class Plan:
     src_index: np.ndarray  # (n,) source frame index for each output frame
     rotation: int = 0  # clockwise degrees applied to every decoded frame
     timing: str = "pts"  # "pts": container presentation times; "nominal": frame count / rate
-    stale: np.ndarray | None = None  # (n,) bool: the frame shown is older than frames.max_hold_s
+    stale: np.ndarray | None = None  # (n,) bool: no source frame near this output time
 
     @property
     def n(self) -> int:

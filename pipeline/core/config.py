@@ -48,7 +48,7 @@ class FramesParams:
     fps: float = 15
     canvas: int = 320
     min_src_fps: float = 5.0
-    max_hold_s: float = 0.5
+    max_gap_s: float = 0.5
     workers: int = 0
 
 
@@ -56,7 +56,7 @@ class FramesParams:
 class LandmarksParams:
     hands: bool = True
     hands_complexity: int = 0
-    hands_every: int = 3
+    hands_every: int = 5
     max_faces: int = 3
     driver_region: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)
     min_detection_confidence: float = 0.5
@@ -187,7 +187,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
         lambda v: len(v) == 4 and 0 <= v[0] < v[2] <= 1 and 0 <= v[1] < v[3] <= 1,
     ),
     "frames.min_src_fps": ("must be > 0", lambda v: v > 0),
-    "frames.max_hold_s": ("must be > 0", lambda v: v > 0),
+    "frames.max_gap_s": ("must be > 0", lambda v: v > 0),
     "features.max_gap_frames": ("must be >= 0", lambda v: v >= 0),
     "features.drowsy_window_s": ("must be > 0", lambda v: v > 0),
     "features.blink_closure": ("must be in (0, 1)", lambda v: 0 < v < 1),

@@ -7,8 +7,8 @@ Missing detections (stated policy): a face gap of at most ``features.max_gap_fra
 frames between two detected frames is linearly interpolated and flagged in
 ``face_filled``; longer gaps and gaps at a video's ends stay NaN with
 ``face_present = 0``. Hand distances are NaN when no hand is seen (never invented).
-Frames the recording did not have (``stale`` in the frames plan) have no face and are
-never filled. Drowsiness features (blinks, PERCLOS, yawns: pipeline/vision/drowsiness.py)
+Frames the recording did not have (``stale`` in the frames plan) count as frames without a
+face (the same gap policy). Drowsiness features (blinks, PERCLOS, yawns: pipeline/vision/drowsiness.py)
 are computed per video from the filled eye and mouth series; ``features.smooth`` applies the
 One Euro filter to head pose.
 """
@@ -167,8 +167,6 @@ def video_features(batches: Iterable[dict[str, np.ndarray]], p: FeaturesParams, 
     present = df["face_present"].to_numpy() > 0
     face_names = [k for k, f in REGISTRY.items() if f.face_derived]
     block, filled = fill_short_gaps(df[face_names].to_numpy(), present, p.max_gap_frames)
-    stale = df["stale"].to_numpy() > 0
-    block[stale], filled[stale] = np.nan, False  # a gap in the recording is never filled
     df[face_names] = block
     ear = (df["ear_left"].to_numpy() + df["ear_right"].to_numpy()) / 2
     dp = DrowsinessParams(fps, p.drowsy_window_s, p.blink_closure, p.blink_max_s, p.yawn_mar, p.yawn_min_s)

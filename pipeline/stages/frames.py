@@ -6,10 +6,12 @@ the source facts in the schema metadata, plus ``data/frames/manifest.json`` list
 labelled video as ``ok`` (with its warnings) or ``quarantined`` with its reason.
 
 Frames are taken as a player shows them: the container's rotation tag is applied, and the
-output frame at time k/fps shows the last source frame whose presentation time is <= k/fps
-(sample and hold on the real time axis, so a variable frame rate is not re-timed). A source
-frame held longer than ``frames.max_hold_s`` (the recorder dropped frames) marks the output
-frame ``stale``: the landmarks stage does not run on it and its features are missing.
+output frame at time k/fps shows the source frame nearest in presentation time (so a
+variable frame rate is not re-timed). An output frame with no source frame near it (farther
+than one output frame period, or half the source's typical spacing if longer: the recorder
+dropped frames there) is marked ``stale``: the landmarks stage does not run on it and its
+features are missing, like a frame without a face. Stretches without frames longer than
+``frames.max_gap_s`` are reported as warnings.
 Sources sparser than ``frames.min_src_fps`` and labelled segments that end after the video
 are quarantined with the reason.
 
@@ -64,12 +66,16 @@ def source_times(pts: list[float], nominal_fps: float) -> tuple[np.ndarray, str]
 
 
 def resample_times(src_t: np.ndarray, fps: float) -> np.ndarray:
-    """Source frame on screen at each output time k/fps (sample and hold, by presentation time),
-    while k/fps is inside the video (its last frame lasts one typical frame interval)."""
+    """Source frame nearest in presentation time to each output time k/fps (the earlier one on a
+    tie), while k/fps is inside the video (its last frame lasts one typical frame interval)."""
     step = float(np.median(np.diff(src_t))) if len(src_t) > 1 else 1.0 / fps
     duration = float(src_t[-1]) + step
     n = int(np.floor(duration * fps + 1e-9))
-    return np.searchsorted(src_t, np.arange(n) / fps + 1e-6, side="right") - 1
+    out_t = np.arange(n) / fps
+    before = np.searchsorted(src_t, out_t + 1e-9, side="right") - 1
+    after = np.minimum(before + 1, len(src_t) - 1)
+    later_is_nearer = src_t[after] - out_t < out_t - src_t[before] - 1e-9
+    return np.where(later_is_nearer, after, before)
 
 
 def resample_index(src_frames: int, src_fps: float, fps: float) -> np.ndarray:
@@ -77,10 +83,18 @@ def resample_index(src_frames: int, src_fps: float, fps: float) -> np.ndarray:
     return resample_times(np.arange(src_frames) / src_fps, fps)
 
 
-def gaps(src_t: np.ndarray, max_hold_s: float) -> list[tuple[float, float]]:
-    """(start, length) in seconds of every stretch without a new frame longer than ``max_hold_s``."""
+def stale_frames(src_t: np.ndarray, idx: np.ndarray, fps: float) -> np.ndarray:
+    """Output frames with no source frame near them: farther from the one they show than one output
+    frame period, or than half the source's typical spacing when that is longer (a slow source)."""
+    step = float(np.median(np.diff(src_t))) if len(src_t) > 1 else 0.0
+    tol = max(1.0 / fps, step / 2) * (1 + 1e-6)
+    return np.abs(np.arange(len(idx)) / fps - src_t[idx]) > tol
+
+
+def gaps(src_t: np.ndarray, max_gap_s: float) -> list[tuple[float, float]]:
+    """(start, length) in seconds of every stretch without a new frame longer than ``max_gap_s``."""
     d = np.diff(src_t)
-    return [(float(src_t[i]), float(d[i])) for i in np.flatnonzero(d > max_hold_s)]
+    return [(float(src_t[i]), float(d[i])) for i in np.flatnonzero(d > max_gap_s)]
 
 
 def timing_problems(src_t: np.ndarray, f: FramesParams, segments: tuple[Segment, ...]) -> tuple[str | None, list[str]]:
@@ -103,13 +117,13 @@ def timing_problems(src_t: np.ndarray, f: FramesParams, segments: tuple[Segment,
                 [],
             )
     warnings = []
-    found = gaps(src_t, f.max_hold_s)
+    found = gaps(src_t, f.max_gap_s)
     if found:
         longest = max(found, key=lambda g: g[1])
         warnings.append(
-            f"{len(found)} stretch(es) without frames longer than frames.max_hold_s {f.max_hold_s:g} s "
+            f"{len(found)} stretch(es) without frames longer than frames.max_gap_s {f.max_gap_s:g} s "
             f"({sum(g[1] for g in found):.1f} s in all, longest {longest[1]:.1f} s at {longest[0]:.1f} s): "
-            "those output frames are marked stale and get no landmarks"
+            "output frames there are marked stale and get no landmarks"
         )
     return None, warnings
 
@@ -156,15 +170,14 @@ def plan_video(path: Path, f: FramesParams, min_frames: int, segments: tuple[Seg
             f"too short: {len(idx)} frames at {f.fps:g} fps ({src_t[-1]:.2f} s); "
             f"one window needs {min_frames} (params windows.size)"
         )
-    held = np.arange(len(idx)) / f.fps - src_t[idx]
     qc = {
         "luma_mean": np.asarray(means, np.float32)[idx],
         "luma_std": np.asarray(stds, np.float32)[idx],
         "src_t": src_t[idx],
-        "stale": held > f.max_hold_s,
+        "stale": stale_frames(src_t, idx, f.fps),
     }
     src_fps = (decoded - 1) / float(src_t[-1]) if decoded > 1 else info.fps
-    return Plan(box, src_fps, decoded, f.fps, idx, info.rotation, timing), {**qc, "warnings": warnings}
+    return Plan(box, src_fps, decoded, f.fps, idx, info.rotation, timing, qc["stale"]), {**qc, "warnings": warnings}
 
 
 def process_video(job: Job) -> dict:
