@@ -1,9 +1,10 @@
 """Drowsiness features from a video's eye and mouth opening: blinks, PERCLOS, yawns.
 
 Pure functions on one video's per-frame series (``ear``: mean eye aspect ratio of both eyes,
-``mar``: mouth aspect ratio, NaN where no face), at a constant frame rate. Every output is
-*causal*: the value at a frame uses that frame and earlier ones only, so the same numbers can
-be computed live. Definitions (README "Drowsiness features" cites the sources):
+``mar``: mouth aspect ratio, NaN where no face), at a constant frame rate. Given the driver's
+open-eye level (taken from the whole video), every output is *causal*: the value at a frame
+uses that frame and earlier ones only (a blink counts from the frame it ends), so the same
+numbers can be computed live once the open level is known. Definitions (README "Drowsiness features" cites the sources):
 
 * eye closure ``c = clip(1 - ear / open_ear, 0, 1)``, where ``open_ear`` is the driver's own
   open-eye level: the 90th percentile of the video's EAR (eyes are open most of the time, and
@@ -13,8 +14,9 @@ be computed live. Definitions (README "Drowsiness features" cites the sources):
 * a blink: a run of frames with ``c >= blink_closure`` lasting at most ``blink_max_s`` (longer
   closures are not blinks; they count in PERCLOS). Its duration is the run's length (time the
   eye is at least ``blink_closure`` closed), its amplitude the peak closure, its closing and
-  opening velocities the closure change from the last local minimum before the peak to the
-  peak, and from the peak to the next local minimum, per second;
+  opening velocities the closure change per second from where the eye starts closing (10% of
+  the peak closure, or the last local minimum) to the peak, and from the peak to where it is
+  open again (10% of the peak, or the next local minimum);
 * a yawn: a run of frames with ``mar >= yawn_mar`` lasting at least ``yawn_min_s``; it is
   flagged from the frame it reaches that length (causal), ``yawn_s`` counts its seconds so far.
 
@@ -81,11 +83,12 @@ def blinks(closure: np.ndarray, p: DrowsinessParams) -> list[Blink]:
         if duration > p.blink_max_s + 1e-9:
             continue
         peak = a + int(np.argmax(c[a : b + 1]))
+        floor = 0.1 * c[peak]  # closing starts / opening ends at 10% of the peak closure (or a local minimum)
         lo = a
-        while lo > 0 and np.isfinite(closure[lo - 1]) and c[lo - 1] < c[lo]:
+        while lo > 0 and np.isfinite(closure[lo - 1]) and floor < c[lo] and c[lo - 1] < c[lo]:
             lo -= 1
         hi = b
-        while hi < len(c) - 1 and np.isfinite(closure[hi + 1]) and c[hi + 1] < c[hi]:
+        while hi < len(c) - 1 and np.isfinite(closure[hi + 1]) and floor < c[hi] and c[hi + 1] < c[hi]:
             hi += 1
         close_vel = (c[peak] - c[lo]) / max(peak - lo, 1) / dt
         open_vel = (c[peak] - c[hi]) / max(hi - peak, 1) / dt
