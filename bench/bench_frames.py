@@ -23,11 +23,12 @@ def bare(videos: list[Path]) -> int:
 
 def stage(videos: list[Path], out: Path) -> int:
     """The frames stage's own per-video work (workers=1), Parquet write included."""
-    from pipeline.stages.frames import process_video
+    from pipeline.core.config import FramesParams
+    from pipeline.stages.frames import Job, process_video
 
     n = 0
     for v in videos:
-        res = process_video((v.stem, v.name, v, out, 15.0, CANVAS, 1))
+        res = process_video(Job(v.stem, v.name, v, out, FramesParams(fps=15.0, canvas=CANVAS), 1))
         assert res["status"] == "ok", res
         n += res["frames"]
     return n
@@ -65,8 +66,10 @@ def main() -> None:
         mem = {}
         for name in ("short", "long"):
             mem[name] = peak_rss_mb(
-                "from pathlib import Path; from pipeline.stages.frames import process_video; "
-                f"r = process_video(('x', 'x', Path('{d}/{name}.mp4'), Path('{d}/o'), 15.0, {CANVAS}, 1)); "
+                "from pathlib import Path; from pipeline.stages.frames import Job, process_video; "
+                "from pipeline.core.config import FramesParams; "
+                f"r = process_video(Job('x', 'x', Path('{d}/{name}.mp4'), Path('{d}/o'), "
+                f"FramesParams(fps=15.0, canvas={CANVAS}), 1)); "
                 "assert r['status'] == 'ok'"
             )
         print(
