@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.contracts.features import DROWSINESS, REGISTRY
-from pipeline.vision.drowsiness import DrowsinessParams, blinks, drowsiness_features, eye_closure
+from pipeline.core.config import FeaturesParams
+from pipeline.vision.drowsiness import blinks, drowsiness_features, eye_closure
 from pipeline.vision.smoothing import one_euro
 
 FPS = 30.0
@@ -30,8 +31,7 @@ def eye_trace(seconds: float, blink_at: list[float], closed: tuple[float, float]
 def test_blinks_are_found_with_their_duration_amplitude_and_velocities():
     at = [2.0, 7.5, 13.0, 21.0]
     ear = eye_trace(30, at)
-    p = DrowsinessParams(FPS)
-    found = blinks(eye_closure(ear), p)
+    found = blinks(eye_closure(ear), FPS, FeaturesParams())
     assert [round(b.start / FPS, 1) for b in found] == [round(t + 1 / FPS, 1) for t in at]
     open_level = np.percentile(ear, 90)
     closure = 1 - np.array(BLINK) / open_level
@@ -45,9 +45,9 @@ def test_blinks_are_found_with_their_duration_amplitude_and_velocities():
 
 def test_a_long_closure_is_not_a_blink_but_counts_in_perclos():
     ear = eye_trace(60, [5.0, 15.0, 25.0], closed=(40.0, 43.0))
-    p = DrowsinessParams(FPS, window_s=60.0)
-    out = drowsiness_features(ear, np.zeros_like(ear), p)
-    assert len(blinks(eye_closure(ear), p)) == 3
+    p = FeaturesParams(drowsy_window_s=60.0)
+    out = drowsiness_features(ear, np.zeros_like(ear), FPS, p)
+    assert len(blinks(eye_closure(ear), FPS, p)) == 3
     closed_frames = 3 * np.sum(1 - np.array(BLINK) / np.percentile(ear, 90) >= 0.8) + 3 * FPS
     assert out["perclos"][-1] == pytest.approx(closed_frames / len(ear), abs=1 / len(ear))
     assert out["perclos"][int(39 * FPS)] < 0.01 < 0.04 < out["perclos"][int(43 * FPS)]
@@ -59,11 +59,11 @@ def test_a_long_closure_is_not_a_blink_but_counts_in_perclos():
 def test_features_are_causal_given_the_open_eye_level():
     ear = eye_trace(20, [3.0, 12.0])
     mar = np.full_like(ear, 0.1)
-    p = DrowsinessParams(FPS, window_s=10.0)
-    a = drowsiness_features(ear, mar, p)
+    p = FeaturesParams(drowsy_window_s=10.0)
+    a = drowsiness_features(ear, mar, FPS, p)
     later = ear.copy()
     later[int(10 * FPS) :] = eye_trace(10, [4.0], seed=3)  # a different future, same open level
-    b = drowsiness_features(later, mar, p)
+    b = drowsiness_features(later, mar, FPS, p)
     cut = int(9 * FPS)
     for k in a:
         np.testing.assert_allclose(a[k][:cut], b[k][:cut], rtol=0.02, equal_nan=True, err_msg=k)
@@ -76,8 +76,8 @@ def test_yawns_need_a_wide_mouth_for_long_enough_and_are_flagged_causally():
     for t in (20, 21, 30):  # talking and laughing: wide, but short
         mar[int(t * FPS) : int((t + 0.4) * FPS)] = 0.65
     mar[int(45 * FPS) : int(47.5 * FPS)] = 0.8  # a 2.5-s yawn
-    p = DrowsinessParams(FPS, window_s=60.0, yawn_mar=0.5, yawn_min_s=1.0)
-    out = drowsiness_features(np.full(n, OPEN), mar, p)
+    p = FeaturesParams(drowsy_window_s=60.0, yawn_mar=0.5, yawn_min_s=1.0)
+    out = drowsiness_features(np.full(n, OPEN), mar, FPS, p)
     flagged = out["yawning"] > 0
     assert flagged[int(11 * FPS) : int(13 * FPS)].all() and not flagged[int(10 * FPS) : int(11 * FPS) - 1].any()
     assert not flagged[int(14 * FPS) : int(44 * FPS)].any()  # talking is not yawning
@@ -89,13 +89,13 @@ def test_yawns_need_a_wide_mouth_for_long_enough_and_are_flagged_causally():
 def test_no_face_frames_stay_missing_and_registry_ranges_hold():
     ear = eye_trace(20, [3.0, 9.0])
     ear[int(5 * FPS) : int(6 * FPS)] = np.nan
-    out = drowsiness_features(ear, np.full_like(ear, 0.2), DrowsinessParams(FPS, window_s=10.0))
+    out = drowsiness_features(ear, np.full_like(ear, 0.2), FPS, FeaturesParams(drowsy_window_s=10.0))
     assert set(out) == set(DROWSINESS)
     for k, v in out.items():
         f = REGISTRY[k]
         v = v[np.isfinite(v)]
         assert ((v >= f.lo) & (v <= f.hi)).all(), k
-    empty = drowsiness_features(np.full(30, np.nan), np.full(30, np.nan), DrowsinessParams(FPS))
+    empty = drowsiness_features(np.full(30, np.nan), np.full(30, np.nan), FPS, FeaturesParams())
     assert np.isnan(empty["perclos"]).all() and (empty["blink_rate"] == 0).all()
 
 
@@ -118,3 +118,17 @@ def test_one_euro_keeps_gaps_and_restarts_after_them():
     x = np.r_[np.zeros(5), np.nan, np.nan, np.full(5, 10.0)]
     out = one_euro(x, 15.0)
     assert np.isnan(out[5:7]).all() and out[7] == 10.0  # no smoothing across a missing face
+
+
+def test_the_windows_stage_selects_drowsiness_features_like_any_other():
+    from pipeline.core.config import parse_params
+    from pipeline.stages import windows as W
+    from tests.test_windows import CLASSES, fake_features
+
+    df = fake_features(n_subjects=6, frames=30)
+    ear = np.where(np.arange(len(df)) % 15 < 2, 0.05, OPEN)  # a blink every second
+    for k, v in drowsiness_features(ear, np.full(len(df), 0.1), 15.0, FeaturesParams(drowsy_window_s=1.0)).items():
+        df[k] = v.astype(np.float32)
+    params = parse_params({"windows": {"size": 10, "stride": 5, "features": ["perclos", "blink_rate", "yawning"]}})
+    w, meta = W.build(df, params.windows, CLASSES)
+    assert meta["features"] == ["perclos", "blink_rate", "yawning"] and w.x.shape[1:] == (10, 3)

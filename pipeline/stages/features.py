@@ -33,7 +33,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.files import read_json
 from pipeline.core.runtime import FramesDir, LandmarksDir, ParamsOpt, QuarantinePath, run_stage
 from pipeline.vision import geometry as g
-from pipeline.vision.drowsiness import DrowsinessParams, drowsiness_features
+from pipeline.vision.drowsiness import drowsiness_features
 from pipeline.vision.smoothing import one_euro
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,7 @@ def video_features(batches: Iterable[dict[str, np.ndarray]], p: FeaturesParams, 
     block, filled = fill_short_gaps(df[face_names].to_numpy(), present, p.max_gap_frames)
     df[face_names] = block
     ear = (df["ear_left"].to_numpy() + df["ear_right"].to_numpy()) / 2
-    dp = DrowsinessParams(fps, p.drowsy_window_s, p.blink_closure, p.blink_max_s, p.yawn_mar, p.yawn_min_s)
-    for k, v in drowsiness_features(ear, df["mar"].to_numpy(), dp).items():
+    for k, v in drowsiness_features(ear, df["mar"].to_numpy(), fps, p).items():
         df[k] = v
     if p.smooth:
         df[list(SMOOTHED)] = one_euro(df[list(SMOOTHED)].to_numpy(), fps, p.smooth_min_cutoff, p.smooth_beta)

@@ -62,6 +62,10 @@ def data_summary(validation: dict, meta: dict, quarantine: dict) -> list[str]:
     q = quarantine.get("quarantined", [])
     lines.append(f"- quarantined inputs: {len(q)}")
     lines += [f"    - `{v['video']}` ({v['stage']}: {v['reason']})" for v in q]
+    w = quarantine.get("warnings", [])
+    if w:
+        lines.append(f"- input warnings: {len(w)}")
+        lines += [f"    - `{v['video']}` ({v['stage']}: {v['warning']})" for v in w]
     n = len(validation.get("results", []))
     lines.append(
         f"- validation: {status} ({n} expectations, {len(warn)} warnings; see `reports/validation/summary.md`)"

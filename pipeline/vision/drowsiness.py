@@ -30,18 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.config import FeaturesParams
+
 OPEN_PERCENTILE = 90.0
 PERCLOS_CLOSURE = 0.8
-
-
-@dataclass(frozen=True)
-class DrowsinessParams:
-    fps: float
-    window_s: float = 60.0
-    blink_closure: float = 0.5
-    blink_max_s: float = 0.5
-    yawn_mar: float = 0.5
-    yawn_min_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,10 +65,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1, strict=True))
 
 
-def blinks(closure: np.ndarray, p: DrowsinessParams) -> list[Blink]:
+def blinks(closure: np.ndarray, fps: float, p: FeaturesParams) -> list[Blink]:
     """Blink events in a closure series (NaN frames end a run and are never part of one)."""
     c = np.nan_to_num(closure, nan=0.0)
-    dt = 1.0 / p.fps
+    dt = 1.0 / fps
     out = []
     for a, b in _runs(np.isfinite(closure) & (c >= p.blink_closure)):
         duration = (b - a + 1) * dt
@@ -103,19 +95,20 @@ def _trailing_sum(x: np.ndarray, n: int) -> np.ndarray:
     return cs[i + 1] - cs[np.maximum(0, i + 1 - n)]
 
 
-def drowsiness_features(ear: np.ndarray, mar: np.ndarray, p: DrowsinessParams) -> dict[str, np.ndarray]:
-    """All per-frame drowsiness features of one video (see the module docstring)."""
+def drowsiness_features(ear: np.ndarray, mar: np.ndarray, fps: float, p: FeaturesParams) -> dict[str, np.ndarray]:
+    """All per-frame drowsiness features of one video at ``fps`` (see the module docstring);
+    ``p`` gives the window (``drowsy_window_s``) and the blink and yawn thresholds."""
     n = len(ear)
-    w = max(1, round(p.window_s * p.fps))
+    w = max(1, round(p.drowsy_window_s * fps))
     seen = np.isfinite(ear).astype(np.float64)
     closure = eye_closure(ear)
     closed = (np.nan_to_num(closure) >= PERCLOS_CLOSURE) & (seen > 0)
     n_seen = _trailing_sum(seen, w)
     with np.errstate(invalid="ignore", divide="ignore"):
         perclos = np.where(n_seen > 0, _trailing_sum(closed.astype(np.float64), w) / n_seen, np.nan)
-    minutes = np.minimum(np.arange(1, n + 1), w) / p.fps / 60.0
+    minutes = np.minimum(np.arange(1, n + 1), w) / fps / 60.0
 
-    found = blinks(closure, p)
+    found = blinks(closure, fps, p)
     ended = np.zeros(n)
     props = {k: np.zeros(n) for k in ("duration_s", "amplitude", "close_vel", "open_vel")}
     for bl in found:
@@ -136,14 +129,14 @@ def drowsiness_features(ear: np.ndarray, mar: np.ndarray, p: DrowsinessParams) -
     yawning = np.zeros(n)
     yawn_s = np.zeros(n)
     started = np.zeros(n)
-    need = max(1, round(p.yawn_min_s * p.fps))
+    need = max(1, round(p.yawn_min_s * fps))
     m = np.nan_to_num(mar, nan=0.0)
     for a, b in _runs(np.isfinite(mar) & (m >= p.yawn_mar)):
         if b - a + 1 < need:
             continue
         flag_from = a + need - 1
         yawning[flag_from : b + 1] = 1
-        yawn_s[flag_from : b + 1] = (np.arange(flag_from, b + 1) - a + 1) / p.fps
+        yawn_s[flag_from : b + 1] = (np.arange(flag_from, b + 1) - a + 1) / fps
         started[flag_from] = 1
     out |= {"yawning": yawning, "yawn_s": yawn_s, "yawn_rate": _trailing_sum(started, w) / minutes}
     return out
