@@ -35,7 +35,7 @@ from pipeline.core.files import write_json
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import ParamsOpt, run_stage
 from pipeline.vision.geometry import Letterbox, letterbox_image
-from pipeline.vision.video import VideoError, decode, probe
+from pipeline.vision.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +136,23 @@ def plan_video(path: Path, f: FramesParams, min_frames: int, segments: tuple[Seg
     """
     import cv2
 
-    info = probe(path)
-    w, h = info.width, info.height
-    box = Letterbox.fit(w, h, f.canvas)
-    iw, ih = box.inner_size
-    inner = (slice(box.pad_y, box.pad_y + ih), slice(box.pad_x, box.pad_x + iw))
-    canvas_img = np.zeros((box.canvas_h, box.canvas_w, 3), np.uint8)
-    means: list[float] = []
-    stds: list[float] = []
-    pts: list[float] = []
-    for t, frame in decode(path, info.rotation):
-        if frame.shape[:2] != (h, w):
-            raise VideoError(f"frame size changes mid-video ({frame.shape[1]}x{frame.shape[0]} vs {w}x{h})")
-        letterbox_image(frame, box, out=canvas_img)
-        m, s = cv2.meanStdDev(cv2.cvtColor(canvas_img[inner], cv2.COLOR_BGR2GRAY))
-        means.append(float(m[0, 0]))
-        stds.append(float(s[0, 0]))
-        pts.append(t)
+    with open_video(path) as (info, frames):
+        w, h = info.width, info.height
+        box = Letterbox.fit(w, h, f.canvas)
+        iw, ih = box.inner_size
+        inner = (slice(box.pad_y, box.pad_y + ih), slice(box.pad_x, box.pad_x + iw))
+        canvas_img = np.zeros((box.canvas_h, box.canvas_w, 3), np.uint8)
+        means: list[float] = []
+        stds: list[float] = []
+        pts: list[float] = []
+        for t, frame in frames:
+            if frame.shape[:2] != (h, w):
+                raise VideoError(f"frame size changes mid-video ({frame.shape[1]}x{frame.shape[0]} vs {w}x{h})")
+            letterbox_image(frame, box, out=canvas_img)
+            m, s = cv2.meanStdDev(cv2.cvtColor(canvas_img[inner], cv2.COLOR_BGR2GRAY))
+            means.append(float(m[0, 0]))
+            stds.append(float(s[0, 0]))
+            pts.append(t)
     decoded = len(means)
     if decoded == 0:
         raise VideoError("no decodable frames (corrupt or truncated video)")

@@ -6,6 +6,7 @@ reason, the run goes on with the other videos.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,10 @@ def _open(path: Path):
     return cap
 
 
-def probe(path: Path) -> Probe:
-    """The container's facts about ``path``, or :class:`VideoError`."""
+@contextlib.contextmanager
+def open_video(path: Path) -> Iterator[tuple[Probe, Iterator[tuple[float, np.ndarray]]]]:
+    """Open ``path`` once: its :class:`Probe` (or :class:`VideoError`) and an iterator over its
+    frames as a player shows them (see :func:`decode`)."""
     import cv2
 
     if not path.exists():
@@ -60,36 +63,46 @@ def probe(path: Path) -> Probe:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         meta = cap.get(cv2.CAP_PROP_ORIENTATION_META)
+        if w <= 0 or h <= 0:
+            raise VideoError("not a readable video: no frame size (no video stream?)")
+        if not (0 < fps < 1000):
+            raise VideoError(f"no usable frame rate in the file (reported {fps}); re-mux it with a fixed fps")
+        rotation = round(meta) % 360 if np.isfinite(meta) else 0
+        if rotation not in (0, 90, 180, 270):
+            raise VideoError(
+                f"rotation tag of {rotation} degrees: only multiples of 90 are supported; re-encode it upright"
+            )
+        if rotation in (90, 270):
+            w, h = h, w
+        yield Probe(w, h, fps, count, rotation), _frames(cap, rotation)
     finally:
         cap.release()
-    if w <= 0 or h <= 0:
-        raise VideoError("not a readable video: no frame size (no video stream?)")
-    if not (0 < fps < 1000):
-        raise VideoError(f"no usable frame rate in the file (reported {fps}); re-mux it with a fixed fps")
-    rotation = round(meta) % 360 if np.isfinite(meta) else 0
-    if rotation not in (0, 90, 180, 270):
-        raise VideoError(
-            f"rotation tag of {rotation} degrees: only multiples of 90 are supported; re-encode it upright"
-        )
-    if rotation in (90, 270):
-        w, h = h, w
-    return Probe(w, h, fps, count, rotation)
+
+
+def probe(path: Path) -> Probe:
+    """The container's facts about ``path``, or :class:`VideoError`."""
+    with open_video(path) as (info, _):
+        return info
+
+
+def _frames(cap, rotation: int) -> Iterator[tuple[float, np.ndarray]]:
+    import cv2
+
+    turn = _ROTATE.get(rotation)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        yield t, (frame if turn is None else cv2.rotate(frame, turn))
 
 
 def decode(path: Path, rotation: int = 0) -> Iterator[tuple[float, np.ndarray]]:
     """Every frame of ``path`` as a player shows it (BGR, turned upright by ``rotation``), with its
-    presentation time in seconds from the container (``nan`` where the container has none)."""
-    import cv2
-
+    presentation time in seconds from the container."""
     cap = _open(path)
-    turn = _ROTATE.get(rotation)
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            yield t, (frame if turn is None else cv2.rotate(frame, turn))
+        yield from _frames(cap, rotation)
     finally:
         cap.release()
 
