@@ -235,7 +235,8 @@ def test_driver_rule_seat_region_continuity_and_size():
     p = DriverPicker(640, 480)
     assert p.pick([face_at(500, 240, 80), face_at(150, 240, 120)]) == 1  # first frame: the largest
     assert p.pick([face_at(160, 250, 110), face_at(450, 240, 200)]) == 0  # a bigger face appears: the driver stays
-    assert p.pick([face_at(450, 240, 200)]) is None or True  # driver lost: the other face may take over
+    assert p.pick([face_at(450, 240, 200)]) == 0  # driver lost: the largest face in the seat region takes over
+    assert p.pick([face_at(160, 250, 110), face_at(452, 240, 200)]) == 1  # and keeps it (use driver_region)
     seat = DriverPicker(640, 480, (0.5, 0.0, 1.0, 1.0))  # right-hand-drive car: the driver sits in the right half
     assert seat.pick([face_at(150, 240, 200), face_at(500, 240, 80)]) == 1
     assert seat.pick([face_at(150, 240, 200)]) is None
