@@ -53,7 +53,7 @@ def test_landmarks_stderr_has_no_mediapipe_chatter(clip_frames, tmp_path, worker
     assert '"ok": 2' in res.stdout
     found = [c for c in CHATTER if c in res.stderr]
     assert not found, res.stderr
-    assert "landmarks: 2 videos (hands on)" in res.stderr  # our own line is still there
+    assert "landmarks: 2 videos (hands every 5 frames; up to 3 faces" in res.stderr  # our own line is still there
 
 
 @pytest.mark.slow

@@ -146,8 +146,8 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
         for vid, info in sorted(manifest["videos"].items())
         if info["status"] == "ok"
     ]
-    hands = f"on, every {p.hands_every} frame(s)" if p.hands else "off"
-    log.info("landmarks: %d videos (hands %s; up to %d faces, driver picked per video)", len(jobs), hands, p.max_faces)
+    hands = ("on every frame" if p.hands_every == 1 else f"every {p.hands_every} frames") if p.hands else "off"
+    log.info("landmarks: %d videos (hands %s; up to %d faces, driver picked by rule)", len(jobs), hands, p.max_faces)
     videos = {}
     address = dask_address(params.parallel.dask_address)
     for res in map_jobs(process_video, jobs, resolve_workers(p.workers), "landmarks", address):
