@@ -73,7 +73,7 @@ class FeaturesParams:
     blink_max_s: float = 0.5
     yawn_mar: float = 0.5
     yawn_min_s: float = 1.0
-    smooth: bool = False
+    smooth: bool = True
     smooth_min_cutoff: float = 1.0
     smooth_beta: float = 0.05
 
