@@ -18,7 +18,7 @@ N_VIDEOS, FRAMES = 200, 900
 
 
 def table() -> pd.DataFrame:
-    from pipeline.stages.features import REGISTRY
+    from pipeline.contracts.features import REGISTRY
 
     rng = np.random.default_rng(0)
     n = N_VIDEOS * FRAMES

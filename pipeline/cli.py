@@ -1,7 +1,11 @@
-"""``python -m pipeline.cli``: tools around the pipeline (the stages run as ``python -m pipeline.stages``).
+"""``driver-pipeline`` (= ``python -m pipeline.cli``): tools around the pipeline (the stages run as
+``python -m pipeline.stages``) and the three ways to use a trained model (README "Use a trained model").
 
-python -m pipeline.cli pr-comment --base origin/main --out comment.md
-python -m pipeline.cli sweep --sizes 30 --sizes 90
+driver-pipeline predict drive.mp4                      # timeline, segments, alerts -> predictions/
+driver-pipeline monitor 0                              # camera 0: alerts as JSON lines
+driver-pipeline export --out driver_model.pt           # TorchScript file the monitor can run
+driver-pipeline pr-comment --base origin/main --out comment.md
+driver-pipeline sweep --sizes 30 --sizes 90
 """
 
 from __future__ import annotations
@@ -49,6 +53,148 @@ def sweep(
     from pipeline import sweep as s
 
     run_stage(lambda: s.run(sizes) and None)
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="a trained model's name (models/<name>), an exported .pt file, or nothing: the report's "
+        "recommendation for the mode",
+    ),
+]
+ModeOpt = Annotated[str, typer.Option(help="alert (precision first: real-time) or report (recall first: post-hoc)")]
+ThresholdOpt = Annotated[
+    list[str], typer.Option("--threshold", help="override: CLASS=P for one class, or P for every class (repeatable)")
+]
+ModelsDirOpt = Annotated[Path, typer.Option("--models", help="trained models folder")]
+
+
+def _load(model: str | None, mode: str, models_dir: Path, reports_dir: Path):
+    """Pin CPU numerics (same probabilities on any x86-64 CPU), then load the model once."""
+    import sys
+
+    from pipeline.apply.events import MODES
+    from pipeline.apply.model import load_model
+    from pipeline.core.errors import ConfigError
+
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {list(MODES)}, got '{mode}'")
+    if "torch" not in sys.modules:
+        from pipeline.modeling import numerics
+
+        numerics.pin(1)
+    return load_model(model, mode, models_dir, reports_dir)
+
+
+@app.command()
+def predict(
+    source: Annotated[
+        Path, typer.Argument(help="a video file, a folder of videos, or a CSV (video[,subject,label,start_s,end_s])")
+    ],
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("predictions"),
+    model: ModelOpt = None,
+    mode: ModeOpt = "alert",
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="driver baseline: subject (all their frames, as in training), calibrate (first seconds), none"
+        ),
+    ] = "subject",
+    threshold: ThresholdOpt = [],  # noqa: B006
+    annotate: Annotated[
+        bool, typer.Option(help="also write annotated.mp4 per video (mesh, class, probabilities)")
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    models_dir: ModelsDirOpt = Path("models"),
+    reports_dir: ReportsDir = Path("reports"),
+) -> None:
+    """Behaviour timelines, segments and alerts for recorded videos."""
+
+    def work() -> dict:
+        from pipeline.apply import predict as P
+        from pipeline.apply.calibration import BASELINES
+        from pipeline.apply.events import override_thresholds
+        from pipeline.core.errors import ConfigError
+
+        if baseline not in BASELINES:
+            raise ConfigError(f"--baseline must be one of {list(BASELINES)}, got '{baseline}'")
+        ap = load_params(params).apply
+        m = _load(model, mode, models_dir, reports_dir)
+        thr = override_thresholds(m.thresholds[mode], threshold) if threshold else None
+        o = P.Options(mode, baseline, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, annotate)
+        return P.run(source, m, out, o)
+
+    run_stage(work)
+
+
+@app.command()
+def monitor(
+    source: Annotated[
+        str, typer.Argument(help="camera index (0), stream URL (rtsp://..., http://...) or a video file")
+    ],
+    model: ModelOpt = None,
+    mode: ModeOpt = "alert",
+    threshold: ThresholdOpt = [],  # noqa: B006
+    fast: Annotated[bool, typer.Option(help="a file is processed as fast as possible, not at its own pace")] = False,
+    show: Annotated[bool, typer.Option(help="on-screen overlay: mesh, class, probabilities (needs a display)")] = False,
+    decisions: Annotated[bool, typer.Option(help="also print every window's probabilities")] = False,
+    seconds: Annotated[float | None, typer.Option(help="stop after this much stream time")] = None,
+    out: Annotated[Path | None, typer.Option(help="append the JSON lines to this file instead of stdout")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    models_dir: ModelsDirOpt = Path("models"),
+    reports_dir: ReportsDir = Path("reports"),
+) -> None:
+    """Live alerts as JSON lines from a camera, a stream or a video file (headless by default)."""
+
+    def work() -> dict:
+        from pipeline.apply import monitor as M
+        from pipeline.apply.events import override_thresholds
+
+        ap = load_params(params).apply
+        m = _load(model, mode, models_dir, reports_dir)
+        thr = override_thresholds(m.thresholds[mode], threshold) if threshold else None
+        o = M.MonitorOptions(
+            mode, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, not fast, show, decisions, seconds
+        )
+        if out is None:
+            return M.run(source, m, o, M.json_lines())
+        with out.open("a") as f:
+            return M.run(source, m, o, M.json_lines(f))
+
+    run_stage(work)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="the TorchScript file to write")] = Path("driver_model.pt"),
+    model: Annotated[str | None, typer.Option(help="a trained model's name (default: the recommendation)")] = None,
+    mode: ModeOpt = "alert",
+    models_dir: ModelsDirOpt = Path("models"),
+    reports_dir: ReportsDir = Path("reports"),
+    windows_dir: WindowsDir = Path("data/windows"),
+) -> None:
+    """A trained model as one TorchScript file (normalisation, thresholds, settings inside), checked
+    against the trained model on the stored windows."""
+
+    def work() -> dict:
+        from pipeline.apply import export as X
+        from pipeline.core.errors import ModelError
+
+        m = _load(model, mode, models_dir, reports_dir)
+        if m.source.endswith(".pt"):
+            raise ModelError(f"{m.source} is already an exported file")
+        res = X.export(m, Path(m.source), out)
+        if (windows_dir / "meta.json").exists():
+            res["parity"] = X.parity(m, out, windows_dir)
+            if res["parity"]["max_abs_diff"] > 1e-5:
+                raise ModelError(
+                    f"{out}: exported probabilities differ from the trained model's by up to "
+                    f"{res['parity']['max_abs_diff']:.2g} (> 1e-5); please report this as a bug"
+                )
+        return res
+
+    run_stage(work)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,8 @@ import pytest
 
 from pipeline.contracts.features import REGISTRY
 from pipeline.core.config import FeaturesParams
-from pipeline.stages.features import (
+from pipeline.vision import geometry as g
+from pipeline.vision.framefeatures import (
     compute_frame_features,
     ear,
     fill_short_gaps,
@@ -14,7 +15,6 @@ from pipeline.stages.features import (
     mar,
     video_features,
 )
-from pipeline.vision import geometry as g
 from tests.conftest import write_clip
 
 
@@ -125,8 +125,8 @@ def _measure(frames, tmp_path, name, canvas):
     """Real path: write a video, plan it, run MediaPipe, map back, compute features."""
     from pipeline.contracts.landmarks import iter_landmarks, read_landmarks
     from pipeline.core.config import FramesParams, LandmarksParams
-    from pipeline.stages.frames import plan_video
-    from pipeline.stages.landmarks import detect_video
+    from pipeline.vision.frameplan import plan_video
+    from pipeline.vision.landmarker import detect_video
 
     video = write_clip(tmp_path / f"{name}.mp4", frames)
     plan, _ = plan_video(video, FramesParams(fps=15, canvas=canvas), 1)

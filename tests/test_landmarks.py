@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from pipeline.contracts.landmarks import read_landmarks
 from pipeline.core.config import FramesParams, LandmarksParams
-from pipeline.stages.frames import plan_video
-from pipeline.stages.landmarks import detect_video
+from pipeline.vision.frameplan import plan_video
+from pipeline.vision.landmarker import detect_video
 from tests.conftest import ROOT, write_clip
 
 

@@ -17,9 +17,9 @@ from pipeline.contracts.landmarks import iter_landmarks, read_landmarks
 from pipeline.core.config import FeaturesParams, FramesParams, LandmarksParams, parse_params
 from pipeline.core.files import read_json
 from pipeline.stages import frames
-from pipeline.stages.features import video_features
-from pipeline.stages.landmarks import detect_video
 from pipeline.vision.driver import DriverPicker
+from pipeline.vision.framefeatures import video_features
+from pipeline.vision.landmarker import detect_video
 from pipeline.vision.video import VideoError, probe
 
 

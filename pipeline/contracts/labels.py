@@ -55,8 +55,14 @@ def _row_err(path: Path, row: int, msg: str) -> LabelsError:
     return LabelsError(f"{path}, row {row}: {msg}")
 
 
-def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...]) -> list[VideoEntry]:
-    """Read and validate the labels file; returns one entry per video, in file order."""
+def load_labels(
+    raw_dir: str | Path, labels_file: str, classes: tuple[str, ...], labelled: bool = True
+) -> list[VideoEntry]:
+    """Read and validate the labels file; returns one entry per video, in file order.
+
+    ``labelled=False`` (videos to score, not to train on): only ``video`` is required; a missing
+    ``subject`` makes each video its own driver, a missing ``label`` leaves it without segments.
+    """
     raw = Path(raw_dir).resolve()
     path = raw / labels_file
     if not path.exists():
@@ -69,7 +75,8 @@ def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...])
     except Exception as exc:  # pandas raises several types for malformed CSV
         raise LabelsError(f"{path}: cannot parse as CSV: {exc}") from exc
     df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in REQUIRED if c not in df.columns]
+    required = REQUIRED if labelled else ("video",)
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise LabelsError(
             f"{path}: missing column(s) {missing}; the header must be "
@@ -90,13 +97,15 @@ def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...])
     for i, rec in enumerate(df.to_dict("records")):
         row = i + 2
         rel = rec["video"].strip()
-        subject = rec["subject"].strip()
-        label = rec["label"].strip()
+        subject = rec.get("subject", "").strip()
+        label = rec.get("label", "").strip()
         if not rel:
             raise _row_err(path, row, "empty video path")
-        if not subject:
+        if not subject and labelled:
             raise _row_err(path, row, f"empty subject for video '{rel}'")
-        if label not in classes:
+        if not subject:
+            subject = video_id_for(PurePosixPath(rel.replace("\\", "/")).as_posix())
+        if (label or labelled) and label not in classes:
             raise _row_err(path, row, f"unknown label '{label}'; allowed: {list(classes)} (params data.classes)")
         p = PurePosixPath(rel.replace("\\", "/"))
         if p.is_absolute() or ".." in p.parts:
@@ -134,7 +143,8 @@ def load_labels(raw_dir: str | Path, labels_file: str, classes: tuple[str, ...])
             if start < seg.end_s and seg.start_s < end:
                 what = "a second label for the whole clip" if math.isinf(end) and start == 0 else "a segment"
                 raise _row_err(path, row, f"{what} overlapping row {prev_row} ({seg.start_s}..{seg.end_s}) of '{rel}'")
-        entry["segs"].append((row, Segment(label, start, end)))
+        if label:
+            entry["segs"].append((row, Segment(label, start, end)))
 
     return [
         VideoEntry(

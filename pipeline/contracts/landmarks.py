@@ -56,10 +56,9 @@ def schema(meta: dict[str, Any] | None = None):
 Row = tuple[int, float, np.ndarray | None, list[Hand], int, bool]
 
 
-def _table(rows: list[Row], sch):
-    """One row group from buffered per-frame results."""
-    import pyarrow as pa
-
+def _arrays(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list, np.ndarray]:
+    """Per-frame results as the file stores them: float32 face (n, 478*3) and hands (2, n, 21*3),
+    NaN where absent, with their absence masks, sides and scores."""
     n = len(rows)
     face = np.full((n, N_FACE * 3), np.nan, np.float32)
     fmask = np.ones(n, bool)
@@ -76,6 +75,30 @@ def _table(rows: list[Row], sch):
             hmask[j, r] = False
             side[j][r] = lab
             score[j, r] = sc
+    return face, fmask, hand, hmask, side, score
+
+
+def rows_to_batch(rows: list[Row]) -> dict[str, np.ndarray]:
+    """Per-frame results held in memory (the live monitor's ring buffer) as the batch
+    :func:`iter_landmarks` would read back from a file of them: the same float32 values."""
+    face, fmask, hand, _, _, _ = _arrays(rows)
+    hands = hand.reshape(2, len(rows), N_HAND, 3).transpose(1, 0, 2, 3)
+    return {
+        "frame": np.array([r[0] for r in rows], np.int32),
+        "t": np.array([r[1] for r in rows], np.float64),
+        "face": face.reshape(-1, N_FACE, 3),
+        "face_present": ~fmask,
+        "stale": np.array([r[5] for r in rows], bool),
+        "hands": hands,
+        "hand_present": np.isfinite(hands[:, :, 0, 0]),
+    }
+
+
+def _table(rows: list[Row], sch):
+    """One row group from buffered per-frame results."""
+    import pyarrow as pa
+
+    face, fmask, hand, hmask, side, score = _arrays(rows)
 
     def fixed(values: np.ndarray, size: int):
         # never null (Arrow's Parquet reader rejects null fixed-size lists): NaN + a presence flag

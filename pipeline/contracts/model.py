@@ -7,7 +7,11 @@ file beside it: ``model.pt``, a torch state dict loaded with ``weights_only=True
 ``baseline.json``), ``normalisation`` (``subject_baseline``: whether each driver's own
 median was subtracted; ``mean``/``std``: the z-score fitted on the model's training
 windows, applied by :class:`~pipeline.modeling.predictor.Predictor`, so new windows are
-prepared exactly as the training ones) and ``epochs``. Nothing is ever pickled.
+prepared exactly as the training ones), ``epochs`` and ``inputs``: the settings that turned
+video into the training windows (``frames``, ``landmarks``, ``features`` sections of params.yaml,
+``stride`` and ``min_face_fraction`` of the windows), so a model applied to new video
+(pipeline/apply) measures it exactly as its training data was measured, whatever params.yaml
+says on that machine. Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ModelError
 from pipeline.core.files import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    from pipeline.core.config import Params
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class ModelCard:
     parameters: int = 0
     normalisation: dict[str, Any] = field(default_factory=dict)
     epochs: int = 0  # epochs the weights were trained for
+    inputs: dict[str, Any] = field(default_factory=dict)  # how video became its windows (see module doc)
 
     @classmethod
     def for_windows(cls, model: str, meta: dict[str, Any], hparams: dict[str, Any], weights: str) -> ModelCard:
@@ -61,6 +69,68 @@ class ModelCard:
                     f"model '{self.model}' was trained with {key} {mine}, but {where} has {theirs}; "
                     f"retrain it (dvc repro train@{self.model}) or use windows made with the same params"
                 )
+
+
+INPUT_SECTIONS = ("frames", "landmarks", "features")
+
+
+def inputs_of(params: Params) -> dict[str, Any]:
+    """The card's ``inputs``: what made the windows from video (run-time knobs such as workers left out)."""
+    out: dict[str, Any] = {
+        sec: {k: v for k, v in dataclasses.asdict(getattr(params, sec)).items() if k != "workers"}
+        for sec in INPUT_SECTIONS
+    }
+    out["stride"] = params.windows.stride
+    out["min_face_fraction"] = params.windows.min_face_fraction
+    return json_safe(out)
+
+
+def json_safe(obj: Any) -> Any:
+    """Tuples as lists, as they come back from JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def input_params(card: ModelCard, where: str) -> Params:
+    """Typed params (frames, landmarks, features, windows) that made the model's training windows.
+
+    Refuses a model whose card does not say (trained by an older pipeline) or names features
+    this code does not compute.
+    """
+    from pipeline.contracts.features import REGISTRY
+    from pipeline.core.config import parse_params
+    from pipeline.core.errors import ConfigError
+
+    if not card.inputs:
+        raise ModelError(
+            f"{where}: the model card does not record how its training video was measured (trained before "
+            f"prediction existed); retrain it (dvc repro train@{card.model})"
+        )
+    unknown = [f for f in card.features if f not in REGISTRY]
+    if unknown:
+        raise ModelError(
+            f"{where}: model '{card.model}' reads features {unknown} that this pipeline does not compute "
+            f"(known: {list(REGISTRY)}); it was trained on other features: retrain it with windows.features "
+            "from the registry"
+        )
+    raw = {sec: card.inputs[sec] for sec in INPUT_SECTIONS if sec in card.inputs}
+    raw["windows"] = {
+        "size": card.window,
+        "stride": card.inputs.get("stride", 10),
+        "features": list(card.features),
+        "min_face_fraction": card.inputs.get("min_face_fraction", 0.8),
+        "subject_baseline": bool(card.normalisation.get("subject_baseline", False)),
+    }
+    raw["data"] = {"classes": list(card.classes)}
+    try:
+        return parse_params(raw)
+    except ConfigError as exc:
+        raise ModelError(
+            f"{where}: the model card's inputs are not this pipeline's settings ({exc}); retrain it"
+        ) from exc
 
 
 def write_card(model_dir: Path, card: ModelCard) -> None:

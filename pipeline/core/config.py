@@ -153,6 +153,13 @@ class ScheduleParams:
 
 
 @dataclass(frozen=True)
+class ApplyParams:
+    calibration_s: float = 20.0  # a new driver's baseline: median of their first seconds with a face
+    alert_clear_s: float = 2.0  # an alert ends after its probability stayed below threshold this long
+    quiet_class: str = ""  # the class that never alerts ("" = the first of data.classes, e.g. normal)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     demo: DemoParams = field(default_factory=DemoParams)
@@ -165,6 +172,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     parallel: ParallelParams = field(default_factory=ParallelParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
+    apply: ApplyParams = field(default_factory=ApplyParams)
     hparams: dict[str, dict] = field(default_factory=dict)  # per model name: constructor keyword arguments
 
 
@@ -216,6 +224,8 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "schedule.watch_interval_s": ("must be > 0", lambda v: v > 0),
     "schedule.settle_s": ("must be >= 0", lambda v: v >= 0),
     "schedule.lock_wait_s": ("must be >= 0", lambda v: v >= 0),
+    "apply.calibration_s": ("must be > 0", lambda v: v > 0),
+    "apply.alert_clear_s": ("must be >= 0", lambda v: v >= 0),
 }
 
 

@@ -13,17 +13,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.contracts.frames import Plan, iter_frames, read_plan
-from pipeline.contracts.landmarks import Hand, LandmarksWriter
+from pipeline.contracts.frames import read_plan
 from pipeline.core.config import LandmarksParams, Params, load_params, resolve_workers
 from pipeline.core.files import read_json, write_json
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import FramesDir, ParamsOpt, run_stage
-from pipeline.vision import mediapipe as mpa
-from pipeline.vision.driver import DriverPicker
-from pipeline.vision.geometry import N_FACE, N_HAND
+from pipeline.vision.landmarker import detect_video
 from pipeline.vision.video import VideoError
 
 log = logging.getLogger(__name__)
@@ -39,78 +34,6 @@ class Job:
     plan: Path
     out_dir: Path
     settings: LandmarksParams
-
-
-def detect_video(video: Path, plan: Plan, p: LandmarksParams, out: Path, rel: str) -> dict:
-    """Run the models over the streamed frames of one video and write its Parquet.
-
-    FaceMesh runs on every frame that is not stale (up to ``max_faces`` faces; the driver is
-    picked by :class:`DriverPicker`); Hands runs on every ``hands_every``-th of them and its
-    result is held for the frames in between (at most ``hands_every - 1`` frames, never across a
-    stale frame). Returns counts; raises :class:`VideoError` when the video must be quarantined.
-    """
-    import cv2
-
-    cv2.setNumThreads(1)
-    box = plan.box
-    mul, add = box.normalized_affine()
-    space = "source pixels; z on the x scale"
-    meta = {
-        "letterbox": box.as_dict(),
-        "video": rel,
-        "fps": plan.fps,
-        "space": space,
-        "hands": p.hands,
-        "hands_every": p.hands_every,
-        "max_faces": p.max_faces,
-        "driver_region": list(p.driver_region),
-    }
-    stale = plan.stale if plan.stale is not None else np.zeros(plan.n, bool)
-    picker = DriverPicker(box.src_w, box.src_h, tuple(p.driver_region))
-    n_face = n_hand = n_multi = 0
-    with mpa.quiet_native_stderr():
-        fm = mpa.face_mesh(False, p.min_detection_confidence, p.min_tracking_confidence, p.max_faces)
-        hd = mpa.hands(p.hands_complexity, p.min_detection_confidence, p.min_tracking_confidence) if p.hands else None
-        try:
-            with LandmarksWriter(out, meta) as writer:
-                found: list[Hand] = []
-                since_hands = p.hands_every  # run Hands on the first usable frame
-                for k, img in iter_frames(video, plan):
-                    if stale[k]:  # the recorder dropped frames here: nothing is measured
-                        writer.add(k, k / plan.fps, None, [], 0, stale=True)
-                        found, since_hands = [], p.hands_every
-                        continue
-                    res = fm.process(img)
-                    faces = [mpa.landmark_array(f, N_FACE) * mul + add for f in res.multi_face_landmarks or []]
-                    n_multi += len(faces) > 1
-                    i = picker.pick(faces)
-                    face = faces[i] if i is not None else None
-                    n_face += face is not None
-                    if hd is not None and since_hands >= p.hands_every:
-                        since_hands = 0
-                        found = []
-                        hr = hd.process(img)
-                        if hr.multi_hand_landmarks:
-                            for hl, hh in zip(hr.multi_hand_landmarks, hr.multi_handedness, strict=False):
-                                c = hh.classification[0]
-                                found.append((mpa.landmark_array(hl, N_HAND) * mul + add, c.label, float(c.score)))
-                    since_hands += 1
-                    n_hand += bool(found)
-                    writer.add(k, k / plan.fps, face, found, len(faces))
-                if n_face == 0:
-                    raise VideoError(f"no face found in any of {plan.n} frames")
-        finally:
-            fm.close()
-            if hd is not None:
-                hd.close()
-    usable = int((~stale).sum())
-    return {
-        "frames": plan.n,
-        "usable_frames": usable,
-        "face_frames": n_face,
-        "hand_frames": n_hand,
-        "multi_face_frames": n_multi,
-    }
 
 
 def process_video(job: Job) -> dict:

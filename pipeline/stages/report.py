@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts.quarantine import read_quarantine
+from pipeline.contracts.recommendation import write_recommendation
 from pipeline.contracts.windows import read_index, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
@@ -113,6 +114,7 @@ BEST = "best cross-validated macro-F1"
 STABLE = "most stable (smallest train-test gap over the folds, among the best)"
 ALERT = "real-time alerts (precision first: best recall at the alert precision)"
 REPORT = "post-hoc reports (recall first: best precision at the report recall)"
+REC_KEYS = {"best": BEST, "stable": STABLE, "alert": ALERT, "report": REPORT}  # recommendation.json keys
 
 
 def recommend(metrics: dict[str, dict], tied: list[str] | None = None) -> dict[str, str]:
@@ -479,7 +481,9 @@ def run(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: P
         tmp.write_text(md)
     with atomic_path(reports_dir / "summary.html") as tmp:
         tmp.write_text(to_html(md, reports_dir))
-    return {"models": len(metrics), **decide(params, reports_dir, windows_dir)[3]}
+    _, _, tied, rec = decide(params, reports_dir, windows_dir)
+    write_recommendation(reports_dir, {k: rec[label] for k, label in REC_KEYS.items()}, tied)
+    return {"models": len(metrics), **rec}
 
 
 # --- pull-request comment ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.contracts.model import ModelCard, write_card, write_weights
+from pipeline.contracts.model import ModelCard, inputs_of, write_card, write_weights
 from pipeline.contracts.predictions import write_oof
 from pipeline.core.config import Params, load_params, resolve_workers
 from pipeline.core.errors import ModelError
@@ -61,7 +61,13 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     model = registry.create(name, len(meta["features"]), len(meta["classes"]), int(meta["window"]), hparams)
     card = ModelCard.for_windows(name, meta, hparams, model.weights_file)
     norm = {"subject_baseline": meta["normalisation"]["subject_baseline"], **cv.final.normaliser.as_dict()}
-    card = dataclasses.replace(card, parameters=cv.final.n_parameters, normalisation=norm, epochs=cv.final.best_epoch)
+    card = dataclasses.replace(
+        card,
+        parameters=cv.final.n_parameters,
+        normalisation=norm,
+        epochs=cv.final.best_epoch,
+        inputs=inputs_of(params),
+    )
     out = models_dir / name
     write_weights(out, model.weights_file, cv.final.state)
     write_card(out, card)

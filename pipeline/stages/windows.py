@@ -9,7 +9,6 @@ training windows, so no statistic of an evaluated subject shapes its model.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from pathlib import Path
 
@@ -17,16 +16,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts.features import read_features
-from pipeline.contracts.windows import FORMAT, Windows, write_windows
+from pipeline.contracts.windows import FLAG_FEATURES, FORMAT, Windows, cut_windows, subject_baseline, write_windows
 from pipeline.core.config import Params, WindowsParams, load_params
 from pipeline.core.errors import ConfigError, DataError, SplitError
 from pipeline.core.runtime import FeaturesPath, ParamsOpt, run_stage
 
 log = logging.getLogger(__name__)
-
-# Presence flags stay 0/1 under a subject baseline; everything else is a measurement.
-FLAG_FEATURES = {"face_present", "hand_present"}
-BASELINE_SAMPLE = 2048  # frames per subject for the baseline median
 
 
 def window_starts(
@@ -67,30 +62,6 @@ def window_starts(
         "dropped_low_face": int((low_face & ~unlabelled & ~drop_mix).sum()),
     }
     return starts[keep], label[keep], counts
-
-
-def subject_baseline(x: np.ndarray, subject_codes: np.ndarray, is_flag: np.ndarray) -> np.ndarray:
-    """Each subject's per-feature median (0 for flags): (n_subjects, F).
-
-    Taken over an evenly spaced sample of at most ``BASELINE_SAMPLE`` of the subject's
-    frames (deterministic): consecutive frames are near-duplicates, and the median of
-    2,048 frames is as good a resting value as that of 100,000, at a fraction of the cost.
-    """
-    import warnings
-
-    order = np.argsort(subject_codes, kind="stable")
-    bounds = np.searchsorted(subject_codes[order], np.arange(int(subject_codes.max()) + 2))
-    med = np.zeros((len(bounds) - 1, x.shape[1]), np.float32)
-    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
-        rows = x[order[a : b : max(1, -(-(b - a) // BASELINE_SAMPLE))]].T.copy()  # (F, <= sample), row-contiguous
-        med[k] = np.median(rows, axis=1)  # partition-based; NaN only where a column holds NaN
-        bad = np.isnan(med[k])
-        if bad.any():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (no hands ever): stays NaN
-                med[k, bad] = np.nanmedian(rows[bad], axis=1)
-    med[:, is_flag] = 0.0
-    return np.nan_to_num(med, nan=0.0)
 
 
 def assign_folds(
@@ -167,8 +138,6 @@ def _window_ids(videos: np.ndarray, vcode: np.ndarray, start: np.ndarray) -> np.
 
 def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
     """Cut every video into windows (no folds yet); returns windows and counts."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     missing = [f for f in p.features if f not in features.columns]
     if missing:
         raise ConfigError(
@@ -199,7 +168,7 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
             f"{totals['dropped_low_face']} low face presence, {totals['dropped_unlabelled']} unlabelled); "
             "lower windows.size or windows.min_face_fraction, or set windows.drop_mixed to false"
         )
-    x = np.ascontiguousarray(sliding_window_view(x_all, p.size, axis=0)[s].transpose(0, 2, 1))  # (k, size, F)
+    x = cut_windows(x_all, s, p.size)
     e = s + p.size - 1
     t_all = features["t"].to_numpy()
     index = pd.DataFrame(

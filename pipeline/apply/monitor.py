@@ -1,0 +1,283 @@
+"""``monitor``: a trained model on a live stream (camera, RTSP/HTTP, or a video file played at
+its own pace), alerts as JSON lines.
+
+Per frame, the training path: frames are taken at the model's rate (the first source frame at
+or after each tick; ticks with no frame near them are stale, as in the frames stage), upright,
+letterboxed, through the same :class:`~pipeline.vision.landmarker.Landmarker`; the last frames'
+landmarks live in a bounded ring buffer. Every ``stride`` frames the buffer becomes features
+(:func:`~pipeline.vision.framefeatures.video_features`, the same function as training), the
+newest window goes through the model, and :class:`~pipeline.apply.events.AlertTracker` decides.
+A new driver is calibrated first (pipeline/apply/calibration.py): no decision and no alert
+until ``calibration_s`` seconds with a face were seen, and the output says so.
+
+Output: one JSON object per line: ``calibrating`` / ``calibrated``, ``alert`` (class, time,
+probability, threshold, mode) and ``clear`` (when the behaviour ended), and with ``--decisions``
+every window's probabilities. Memory is bounded by the ring buffer, whatever the stream's length.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.apply.calibration import median_baseline
+from pipeline.apply.events import AlertTracker
+from pipeline.apply.model import AppliedModel
+from pipeline.contracts.features import DROWSINESS
+from pipeline.contracts.landmarks import Row, rows_to_batch
+from pipeline.core.errors import DataError
+from pipeline.vision.framefeatures import video_features
+from pipeline.vision.geometry import Letterbox, letterbox_image
+
+log = logging.getLogger(__name__)
+
+CONTEXT_S = 3.0  # features context before the newest window (gap filling, head-pose filter settling)
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    mode: str = "alert"
+    calibration_s: float = 20.0
+    clear_s: float = 2.0
+    quiet_class: str = ""
+    thresholds: dict[str, float] | None = None
+    realtime: bool = True  # a file is played at its own pace (False: as fast as it can be processed)
+    show: bool = False  # an on-screen window with the mesh, class and probabilities
+    decisions: bool = False  # emit every window's probabilities too
+    max_seconds: float | None = None  # stop after this much stream time
+
+
+def open_source(source: str, realtime: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """(seconds since the start, upright BGR frame) from a camera index, a stream URL or a file.
+
+    Files use their presentation times and rotation tag (pipeline/vision/video.py) and, when
+    ``realtime``, are played at their own pace; cameras and streams are timed by the clock."""
+    import cv2
+
+    if source.isdigit() or "://" in source:
+        cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        if not cap.isOpened():
+            raise DataError(f"cannot open camera/stream '{source}': check the index or URL and that it is reachable")
+        t0 = time.monotonic()
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    log.warning("stream '%s' ended or stopped delivering frames", source)
+                    return
+                yield time.monotonic() - t0, frame
+        finally:
+            cap.release()
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"'{source}' is neither a camera index, a stream URL nor a video file")
+    from pipeline.vision.video import open_video
+
+    with open_video(path) as (_, frames):
+        t0 = time.monotonic()
+        for t, frame in frames:
+            if realtime:
+                wait = t - (time.monotonic() - t0)
+                if wait > 0:
+                    time.sleep(wait)
+            yield t, frame
+
+
+def ticks(frames: Iterator[tuple[float, np.ndarray]], fps: float) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(output frame k, frame or None when stale) at ``fps``: each tick k/fps takes the first
+    source frame at or after it; ticks passed with no source frame within a period are stale."""
+    k = 0
+    tol = 1.0 / fps
+    first = None
+    for t, frame in frames:
+        if first is None:
+            first = t
+        t -= first
+        while k / fps <= t + 1e-6:
+            stale = t - k / fps > tol
+            yield k, (None if stale else frame)
+            k += 1
+
+
+class Monitor:
+    """The per-frame state of one stream: landmarks, ring buffer, calibration, alerts."""
+
+    def __init__(self, model: AppliedModel, o: MonitorOptions, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.model, self.o, self.emit = model, o, emit
+        p = model.params
+        self.fps = p.frames.fps
+        self.size, self.stride = model.window, p.windows.stride
+        drowsy = any(f in DROWSINESS for f in model.card.features)  # trailing-window features need their history
+        context = max(CONTEXT_S, p.features.drowsy_window_s if drowsy else 0.0)
+        self.buffer: collections.deque[Row] = collections.deque(maxlen=self.size + round(context * self.fps))
+        self.thresholds = o.thresholds or model.thresholds[o.mode]
+        self.tracker = AlertTracker(self.thresholds, o.quiet_class or model.classes[0], o.clear_s, o.mode)
+        self.need = max(1, round(o.calibration_s * self.fps)) if model.subject_baseline else 0
+        self.calib: list[np.ndarray] = []
+        self.calib_seen = -1  # last frame whose features were collected for calibration
+        self.base: np.ndarray | None = None if self.need else np.zeros(len(model.card.features), np.float32)
+        self.box: Letterbox | None = None
+        self.landmarker = None
+        self.frames = 0
+        self.windows = 0
+        self.last: dict[str, Any] = {}
+
+    def start(self, width: int, height: int) -> None:
+        from pipeline.vision import mediapipe as mpa
+        from pipeline.vision.landmarker import Landmarker
+
+        self.box = Letterbox.fit(width, height, self.model.params.frames.canvas)
+        self.canvas = np.zeros((self.box.canvas_h, self.box.canvas_w, 3), np.uint8)
+        with mpa.quiet_native_stderr():  # MediaPipe's start-up chatter (the first frame prints some too)
+            self.landmarker = Landmarker(self.model.params.landmarks, self.box)
+        if self.need:
+            self.emit({"event": "calibrating", "t": 0.0, "seconds": self.o.calibration_s})
+
+    def close(self) -> None:
+        if self.landmarker is not None:
+            self.landmarker.close()
+
+    def step(self, k: int, frame: np.ndarray | None) -> np.ndarray | None:
+        """One output frame (None: stale). Returns the driver's face (source pixels) or None."""
+        import cv2
+
+        if self.landmarker is None:
+            if frame is None:
+                return None
+            self.start(frame.shape[1], frame.shape[0])
+        assert self.landmarker is not None and self.box is not None
+        t = k / self.fps
+        face = None
+        if frame is None or frame.shape[:2] != (self.box.src_h, self.box.src_w):
+            if frame is not None:
+                log.warning("frame size changed mid-stream; frame %d skipped", k)
+            self.landmarker.skip()
+            self.buffer.append((k, t, None, [], 0, True))
+        else:
+            letterbox_image(frame, self.box, out=self.canvas)
+            rgb = cv2.cvtColor(self.canvas, cv2.COLOR_BGR2RGB)
+            if self.frames == 0:
+                from pipeline.vision import mediapipe as mpa
+
+                with mpa.quiet_native_stderr():
+                    face, hands, faces = self.landmarker.process(rgb)
+            else:
+                face, hands, faces = self.landmarker.process(rgb)
+            self.buffer.append((k, t, face, hands, faces, False))
+        self.frames += 1
+        if (k + 1) % self.stride == 0 and len(self.buffer) >= min(self.size, self.buffer.maxlen or 0):
+            self.decide(k)
+        return face
+
+    def decide(self, k: int) -> None:
+        """Features of the buffer; calibration, or the newest window through the model and the tracker."""
+        m = self.model
+        feats = video_features([rows_to_batch(list(self.buffer))], m.params.features, self.fps)
+        x = np.array(feats[list(m.card.features)].to_numpy(np.float32), order="C")
+        face = feats["face_present"].to_numpy()
+        t_end = (k + 1) / self.fps
+        if self.base is None:
+            frames = feats["frame"].to_numpy()
+            new = (frames > self.calib_seen) & (face > 0)
+            self.calib_seen = int(frames[-1])
+            self.calib.append(x[new])
+            have = sum(len(c) for c in self.calib)
+            if have >= self.need:
+                self.base = median_baseline(np.concatenate(self.calib)[: self.need], m.card.features)
+                self.calib = []
+                self.emit({"event": "calibrated", "t": round(t_end, 3), "seconds": self.o.calibration_s})
+            return
+        if len(x) < self.size:
+            return
+        window = (x[-self.size :] - self.base)[None]
+        face_frac = float(face[-self.size :].mean())
+        probs = dict(zip(m.classes, m.proba(window)[0].tolist(), strict=True))
+        live = face_frac >= m.params.windows.min_face_fraction
+        self.windows += 1
+        self.last = {"t": round(t_end, 3), "probs": probs, "face_fraction": round(face_frac, 3), "decided": live}
+        if self.o.decisions:
+            self.emit({"event": "decision", **self.last, "probs": {c: round(v, 5) for c, v in probs.items()}})
+        for ev in self.tracker.update(t_end, probs, live=live):
+            self.emit(ev)
+
+    def label(self) -> str:
+        if self.base is None:
+            return "calibrating"
+        if not self.last:
+            return "(first window not complete)"
+        if not self.last["decided"]:
+            return "(too little face)"
+        return max(self.last["probs"], key=self.last["probs"].get)
+
+
+def json_lines(out=None) -> Callable[[dict[str, Any]], None]:
+    """An emitter writing one JSON object per line to ``out`` (stdout), flushed at once."""
+    stream = out or sys.stdout
+
+    def emit(event: dict[str, Any]) -> None:
+        stream.write(json.dumps(event, sort_keys=True) + "\n")
+        stream.flush()
+
+    return emit
+
+
+def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dict[str, Any]], None]) -> dict:
+    """Monitor ``source`` until it ends (or ``max_seconds`` of stream time, or Ctrl-C)."""
+    mon = Monitor(model, o, emit)
+    log.info(
+        "monitor: %s with model '%s' (%s), %s mode, window %.1f s decided every %.2f s%s",
+        source,
+        model.name,
+        model.source,
+        o.mode,
+        model.window / mon.fps,
+        mon.stride / mon.fps,
+        f", calibration {o.calibration_s:g} s" if mon.need else "",
+    )
+    t0 = time.perf_counter()
+    k = -1
+    try:
+        for k, frame in ticks(open_source(source, o.realtime), mon.fps):
+            if o.max_seconds is not None and k / mon.fps >= o.max_seconds:
+                break
+            face = mon.step(k, frame)
+            if o.show and frame is not None:
+                show(frame, face, mon)
+    finally:
+        mon.close()
+        if o.show:
+            import cv2
+
+            cv2.destroyAllWindows()
+    for ev in mon.tracker.finish((k + 1) / mon.fps):
+        emit(ev)
+    wall = time.perf_counter() - t0
+    return {
+        "frames": k + 1,
+        "stream_s": round((k + 1) / mon.fps, 2),
+        "wall_s": round(wall, 2),
+        "windows": mon.windows,
+        "calibrated": mon.base is not None,
+    }
+
+
+def show(frame: np.ndarray, face: np.ndarray | None, mon: Monitor) -> None:
+    import cv2
+
+    from pipeline.apply.draw import overlay
+
+    scale = min(1.0, 640 / frame.shape[1])
+    small = cv2.resize(frame, None, fx=scale, fy=scale) if scale < 1 else frame.copy()
+    overlay(small, face, mon.last.get("probs") if mon.base is not None else None, mon.label(), scale)
+    cv2.imshow("driver monitor (q quits)", small)
+    if cv2.waitKey(1) & 0xFF == ord("q"):
+        raise KeyboardInterrupt("q pressed")
