@@ -1,4 +1,4 @@
-"""python -m flows {run,serve,watch}: the Prefect side of the pipeline (README "Scheduling and triggers")."""
+"""python -m flows {run,serve,inbox,watch}: the Prefect side of the pipeline (README "Scheduling and triggers")."""
 
 from __future__ import annotations
 
@@ -69,6 +69,28 @@ def deployment(
     from flows.serve import serve_deployment
 
     serve_deployment(workspace, cron=cron)
+
+
+@app.command()
+def inbox(
+    workspace: Workspace = Path("."),
+    model: Annotated[str, typer.Option(help="a trained model's name ('' = the report's recommendation)")] = "",
+) -> None:
+    """One inbox run now: score the new videos in params schedule.inbox (uses $PREFECT_API_URL, or a
+    temporary server)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.inbox_flow import score_inbox
+    from pipeline.core.config import load_params
+
+    root = workspace.resolve()
+    s = load_params(root / "params.yaml").schedule
+    state = score_inbox(
+        str(root), s.inbox, s.inbox_out, model, s.inbox_mode, s.settle_s, s.lock_wait_s, return_state=True
+    )
+    if not state.is_completed():
+        typer.echo(f"flow run {state.name}: {state.message}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"flow run {state.name}: {state.result()}")
 
 
 @app.command()

@@ -271,7 +271,14 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def dvc(root: Path, *args: str, stream: bool = False, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``python -m dvc *args`` in ``root`` (argument list, no shell) -> (exit code, output).
+    """Run ``python -m dvc *args`` in ``root``: see :func:`python_module`."""
+    return python_module(root, "dvc", *args, stream=stream, env=env)
+
+
+def python_module(
+    root: Path, module: str, *args: str, stream: bool = False, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run ``python -m <module> *args`` in ``root`` (argument list, no shell) -> (exit code, output).
 
     ``stream``: merge stderr into the output and log each line as it comes (the stage's own log);
     otherwise stdout alone is returned (clean for ``--json``) and stderr only on failure.
@@ -279,7 +286,7 @@ def dvc(root: Path, *args: str, stream: bool = False, env: dict[str, str] | None
     The command runs in its own process group and dies with this process: if this run is
     stopped (SIGTERM, Ctrl-C, a cancelled flow run) the whole group gets SIGTERM at once, so
     the stage unwinds (temp files removed, workers stopped) instead of going on alone."""
-    cmd = [sys.executable, "-m", "dvc", *args]
+    cmd = [sys.executable, "-m", module, *args]
     env = env or stage_env()
     stdout = subprocess.PIPE
     stderr = subprocess.STDOUT if stream else subprocess.PIPE

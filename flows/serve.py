@@ -5,7 +5,9 @@
 1. a Prefect server on 127.0.0.1 (analytics off), or reuses a healthy one already on the port;
 2. the deployment ``driver-pipeline/driver-pipeline`` served by ``python -m flows deployment``:
    a cron schedule (params ``schedule.cron``) and an event trigger on the watcher's event, at
-   most one run at a time (further runs queue), and the workspace lock inside the flow;
+   most one run at a time (further runs queue), and the workspace lock inside the flow; beside
+   it, from the same process, ``driver-inbox/driver-inbox`` (flows/inbox_flow.py): new videos in
+   ``schedule.inbox`` scored every ``schedule.inbox_every_s`` seconds, under the same lock;
 3. the file watcher (``python -m flows watch``) that emits an event when the raw folder or
    params.yaml changes.
 
@@ -27,9 +29,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.pipeline_flow import EVENT, workspace_resource
+
+if TYPE_CHECKING:
+    from pipeline.core.config import ScheduleParams
 
 log = logging.getLogger("flows.serve")
 DEPLOYMENT = "driver-pipeline"
@@ -100,17 +107,43 @@ def deployment_kwargs(root: Path, cron: str, timezone: str) -> dict:
     }
 
 
+def inbox_kwargs(root: Path, sched: ScheduleParams) -> dict:
+    """The inbox deployment: new videos in ``schedule.inbox`` scored every ``schedule.inbox_every_s``."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Interval
+
+    return {
+        "name": INBOX_DEPLOYMENT,
+        "schedules": [Interval(timedelta(seconds=sched.inbox_every_s))],
+        "parameters": {
+            "workspace": str(root),
+            "inbox": sched.inbox,
+            "out": sched.inbox_out,
+            "mode": sched.inbox_mode,
+            "settle_s": sched.settle_s,
+            "lock_wait_s": sched.lock_wait_s,
+        },
+        "concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        "description": f"score new videos in {root / sched.inbox} with the recommended model",
+        "tags": ["driver-pipeline"],
+    }
+
+
 def serve_deployment(root: Path, cron: str | None = None) -> None:
-    """Serve the deployment from this process until interrupted (``python -m flows deployment``);
-    needs PREFECT_API_URL. ``serve`` runs it as a child process."""
+    """Serve both deployments (the pipeline; the inbox scorer) from this process until interrupted
+    (``python -m flows deployment``); needs PREFECT_API_URL. ``serve`` runs it as a child process."""
+    from prefect import serve as prefect_serve
+
+    from flows.inbox_flow import score_inbox
     from flows.pipeline_flow import driver_pipeline
     from pipeline.core.config import load_params
 
     root = Path(root).resolve()
     sched = load_params(root / "params.yaml").schedule
-    kwargs = deployment_kwargs(root, cron or sched.cron, sched.timezone)
-    limit = kwargs.pop("concurrency_limit")
-    driver_pipeline.serve(**kwargs, global_limit=limit, limit=1)
+    (root / sched.inbox).mkdir(parents=True, exist_ok=True)
+    pipeline = driver_pipeline.to_deployment(**deployment_kwargs(root, cron or sched.cron, sched.timezone))
+    inbox = score_inbox.to_deployment(**inbox_kwargs(root, sched))
+    prefect_serve(pipeline, inbox, limit=2)  # both may wait on the workspace lock; one run of each at a time
 
 
 def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
@@ -126,6 +159,7 @@ def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # grandchildren that outlived it (e.g. a flow-run process)
 
 
+INBOX_DEPLOYMENT = "driver-inbox"
 ACTIVE = ("RUNNING", "PENDING", "CANCELLING")
 
 
@@ -138,7 +172,7 @@ def cancel_active_runs(url: str, wait_s: float = 90.0) -> list[str]:
 
     lines: list[str] = []
     with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
-        only_ours = DeploymentFilter(name=DeploymentFilterName(any_=[DEPLOYMENT]))
+        only_ours = DeploymentFilter(name=DeploymentFilterName(any_=[DEPLOYMENT, INBOX_DEPLOYMENT]))
         runs = [r for r in client.read_flow_runs(deployment_filter=only_ours) if r.state_type.value in ACTIVE]
         for r in runs:
             log.info("cancelling flow run %s (%s)", r.name, r.state_name)

@@ -11,6 +11,9 @@ evaluates without code changes; README "The windows format").
 * ``fold`` (0 .. k-1) is the subject-grouped cross-validation fold: all windows of a
   subject share one fold. :func:`fold_rows` says which rows train, validate (early
   stopping) and evaluate in each fold.
+* The per-subject baseline (``windows.subject_baseline``) is :func:`subject_baseline`: each
+  driver's per-feature median, flags (:data:`FLAG_FEATURES`) left as they are; prediction on
+  new video (pipeline/apply) subtracts the same definition for a new driver.
 * ``<dir>/meta.json``: ``format``, ``features`` (names, in column order of ``x``),
   ``classes`` (label order), ``window``, ``folds`` (k), plus provenance: subjects per fold,
   counts, the baseline used.

@@ -150,6 +150,10 @@ class ScheduleParams:
     watch_interval_s: float = 2.0  # how often the watcher polls the raw folder and params.yaml
     settle_s: float = 5.0  # quiet time before a change is reported (a video still being copied keeps changing)
     lock_wait_s: float = 1800.0  # a run waits this long for another run on the same workspace, then skips
+    inbox: str = "data/inbox"  # the inbox deployment scores new videos dropped here ...
+    inbox_out: str = "predictions/inbox"  # ... into <inbox_out>/<run time>/
+    inbox_every_s: float = 300.0  # ... this often
+    inbox_mode: str = "report"  # operating mode of its alerts: report (recall first) or alert
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "schedule.watch_interval_s": ("must be > 0", lambda v: v > 0),
     "schedule.settle_s": ("must be >= 0", lambda v: v >= 0),
     "schedule.lock_wait_s": ("must be >= 0", lambda v: v >= 0),
+    "schedule.inbox_every_s": ("must be >= 10", lambda v: v >= 10),
+    "schedule.inbox_mode": ("must be alert or report", lambda v: v in ("alert", "report")),
     "apply.calibration_s": ("must be > 0", lambda v: v > 0),
     "apply.alert_clear_s": ("must be >= 0", lambda v: v >= 0),
 }
