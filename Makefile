@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_landmarks.py
 	$(BIN)/python bench/bench_windows.py
+	$(BIN)/python bench/bench_monitor.py
 
 # window-size sweep: one `dvc exp run` per size, then a table of macro-F1 per model and size
 SIZES ?= 30 60 90 120

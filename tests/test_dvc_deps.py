@@ -51,11 +51,12 @@ def test_no_stage_imports_another_stage(name):
 
 
 def test_stage_modules_import_nothing_heavy():
-    """Importing any stage (what `--help` or the dispatcher does) loads no heavy library."""
+    """Importing any stage or apply command (what `--help` or the dispatcher does) loads no heavy library."""
     code = (
         "import importlib, sys\n"
         f"for s in {sorted(STAGES)!r}: importlib.import_module('pipeline.stages.' + s)\n"
         "import pipeline.cli\n"
+        "for m in ('predict', 'monitor', 'export', 'draw', 'summary'): importlib.import_module('pipeline.apply.' + m)\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -228,6 +228,11 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
             quarantined.append({"video_id": e.video_id, "video": e.rel, "reason": str(exc)})
             log.warning("quarantined %s: %s", e.rel, exc)
             continue
+        except Exception as exc:  # one broken video must not stop the others; the reason is kept
+            reason = f"unexpected error: {type(exc).__name__}: {exc}"
+            quarantined.append({"video_id": e.video_id, "video": e.rel, "reason": reason})
+            log.warning("quarantined %s: %s", e.rel, reason)
+            continue
         for w in facts[e.video_id]["warnings"]:
             log.warning("%s: %s", e.rel, w)
     by_id = {e.video_id: e for e in entries}
@@ -235,6 +240,13 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
     results = {}
     for vid, feats in tables.items():
         e = by_id[vid]
+        if ready[vid] >= len(feats):
+            log.warning(
+                "%s: fewer than %g s with a face: the driver is calibrating all along, no decision is made "
+                "(use --baseline subject, or a longer recording)",
+                e.rel,
+                o.calibration_s,
+            )
         tl = timeline(feats, base[vid], ready[vid], model, e, labelled)
         events = alerts_for(tl, model, thresholds, o)
         results[vid] = write_video(out / vid, tl, events, model, e, plans[vid], thresholds, o, facts[vid])
