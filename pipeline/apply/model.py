@@ -115,7 +115,7 @@ def from_export(path: Path) -> AppliedModel:
         if x.ndim != 3 or x.shape[1:] != (card.window, card.n_features):
             raise ModelError(f"{path} reads windows of shape (N, {card.window}, {card.n_features}), got {x.shape}")
         with torch.no_grad():
-            return module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).double().numpy()
+            return module(torch.from_numpy(np.array(x, np.float32))).double().numpy()  # a writable copy
 
     return AppliedModel(
         name=meta["name"],

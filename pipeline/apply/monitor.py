@@ -244,12 +244,13 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
         f", calibration {o.calibration_s:g} s" if mon.need else "",
     )
     t0 = time.perf_counter()
-    k = -1
+    n = 0  # output frames processed
     try:
         for k, frame in ticks(open_source(source, o.realtime), mon.fps):
             if o.max_seconds is not None and k / mon.fps >= o.max_seconds:
                 break
             face = mon.step(k, frame)
+            n = k + 1
             if o.show and frame is not None:
                 show(frame, face, mon)
     finally:
@@ -258,12 +259,12 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
             import cv2
 
             cv2.destroyAllWindows()
-    for ev in mon.tracker.finish((k + 1) / mon.fps):
+    for ev in mon.tracker.finish(n / mon.fps):
         emit(ev)
     wall = time.perf_counter() - t0
     return {
-        "frames": k + 1,
-        "stream_s": round((k + 1) / mon.fps, 2),
+        "frames": n,
+        "stream_s": round(n / mon.fps, 2),
         "wall_s": round(wall, 2),
         "windows": mon.windows,
         "calibrated": mon.base is not None,
