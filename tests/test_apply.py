@@ -344,3 +344,30 @@ def test_params_apply_section_is_checked():
         parse_params({"apply": {"calibration_s": 0}})
     with pytest.raises(ConfigError, match=r"schedule\.inbox_mode"):
         parse_params({"schedule": {"inbox_mode": "sometimes"}})
+
+
+def test_a_slow_monitor_takes_the_newest_frame_and_counts_what_it_skipped():
+    import time
+
+    from pipeline.apply.monitor import latest_only
+
+    def source():  # 20 frames at 100 per second
+        for i in range(20):
+            time.sleep(0.01)
+            yield i / 100, i
+
+    stats: dict[str, int] = {}
+    got = []
+    for _t, i in latest_only(source(), stats):
+        got.append(i)
+        time.sleep(0.035)  # the consumer handles about 30 a second
+    assert got[-1] == 19 and got == sorted(got) and len(got) < 12  # newest first, in order, fewer than 20
+    assert stats["dropped"] == 20 - len(got)
+
+    # an error in the source reaches the consumer
+    def broken():
+        yield 0.0, 0
+        raise OSError("camera unplugged")
+
+    with pytest.raises(OSError, match="camera unplugged"):
+        list(latest_only(broken(), {}))

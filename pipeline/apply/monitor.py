@@ -56,36 +56,99 @@ class MonitorOptions:
     max_seconds: float | None = None  # stop after this much stream time
 
 
-def open_source(source: str, realtime: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+def latest_only(
+    frames: Iterator[tuple[float, np.ndarray]], stats: dict[str, int]
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Read ``frames`` in a background thread and hand over only the newest one: a consumer slower
+    than the source skips frames (counted in ``stats["dropped"]``) instead of falling ever further
+    behind, as a live monitor must. The skipped time shows up as stale ticks downstream."""
+    import threading
+
+    cond = threading.Condition()
+    box: dict[str, Any] = {"item": None, "seq": 0, "done": False, "error": None}
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in frames:
+                with cond:
+                    box["item"], box["seq"] = item, box["seq"] + 1
+                    cond.notify()
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            box["error"] = exc
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # releases the capture / file in this thread
+            with cond:
+                box["done"] = True
+                cond.notify()
+
+    thread = threading.Thread(target=read, name="frame-reader", daemon=True)
+    thread.start()
+    seen = 0
+    try:
+        while True:
+            with cond:
+                cond.wait_for(lambda s=seen: box["seq"] > s or box["done"])
+                if box["seq"] == seen:  # done, nothing new
+                    if box["error"] is not None:
+                        raise box["error"]
+                    return
+                stats["dropped"] = stats.get("dropped", 0) + box["seq"] - seen - 1
+                seen, item = box["seq"], box["item"]
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def open_source(
+    source: str, realtime: bool = True, stats: dict[str, int] | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
     """(seconds since the start, upright BGR frame) from a camera index, a stream URL or a file.
 
-    Files use their presentation times and rotation tag (pipeline/vision/video.py) and, when
-    ``realtime``, are played at their own pace; cameras and streams are timed by the clock."""
-    import cv2
-
+    Files use their presentation times and rotation tag (pipeline/vision/video.py); cameras and
+    streams are timed by the clock. Live sources and files played at their own pace
+    (``realtime``) are read in the background and only the newest frame is processed
+    (:func:`latest_only`); ``realtime=False`` processes every frame of a file."""
+    stats = {} if stats is None else stats
     if source.isdigit() or "://" in source:
-        cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-        if not cap.isOpened():
-            raise DataError(f"cannot open camera/stream '{source}': check the index or URL and that it is reachable")
-        t0 = time.monotonic()
-        try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    log.warning("stream '%s' ended or stopped delivering frames", source)
-                    return
-                yield time.monotonic() - t0, frame
-        finally:
-            cap.release()
+        yield from latest_only(_capture(source), stats)
+        return
     path = Path(source)
     if not path.is_file():
         raise DataError(f"'{source}' is neither a camera index, a stream URL nor a video file")
+    yield from (latest_only(_file(path, True), stats) if realtime else _file(path, False))
+
+
+def _capture(source: str) -> Iterator[tuple[float, np.ndarray]]:
+    import cv2
+
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not cap.isOpened():
+        raise DataError(f"cannot open camera/stream '{source}': check the index or URL and that it is reachable")
+    t0 = time.monotonic()
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                log.warning("stream '%s' ended or stopped delivering frames", source)
+                return
+            yield time.monotonic() - t0, frame
+    finally:
+        cap.release()
+
+
+def _file(path: Path, paced: bool) -> Iterator[tuple[float, np.ndarray]]:
     from pipeline.vision.video import open_video
 
     with open_video(path) as (_, frames):
         t0 = time.monotonic()
         for t, frame in frames:
-            if realtime:
+            if paced:
                 wait = t - (time.monotonic() - t0)
                 if wait > 0:
                     time.sleep(wait)
@@ -245,8 +308,9 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
     )
     t0 = time.perf_counter()
     n = 0  # output frames processed
+    stats: dict[str, int] = {}
     try:
-        for k, frame in ticks(open_source(source, o.realtime), mon.fps):
+        for k, frame in ticks(open_source(source, o.realtime, stats), mon.fps):
             if o.max_seconds is not None and k / mon.fps >= o.max_seconds:
                 break
             face = mon.step(k, frame)
@@ -268,6 +332,7 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
         "wall_s": round(wall, 2),
         "windows": mon.windows,
         "calibrated": mon.base is not None,
+        "dropped_source_frames": stats.get("dropped", 0),  # the monitor was behind the source
     }
 
 
