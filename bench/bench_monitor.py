@@ -201,6 +201,7 @@ def main() -> None:
         if k % int(300 * fps) == 0:
             marks.append((k / fps / 60, rss_mb()))
     mon.close()
+    marks.append(((k + 1) / fps / 60, rss_mb()))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     first = next((m for t, m in marks if t >= 5), marks[0][1])
     print(

@@ -371,3 +371,33 @@ def test_a_slow_monitor_takes_the_newest_frame_and_counts_what_it_skipped():
 
     with pytest.raises(OSError, match="camera unplugged"):
         list(latest_only(broken(), {}))
+
+
+def test_the_overlay_draws_the_mesh_the_class_and_the_bars():
+    from pipeline.apply.draw import overlay
+
+    img = np.zeros((240, 320, 3), np.uint8)
+    face = np.stack([np.linspace(150, 250, 478), np.linspace(100, 200, 478), np.zeros(478)], axis=1)
+    overlay(img, face, {"normal": 0.2, "text": 0.8}, "text", scale=1.0)
+    assert (img[face[:, 1].astype(int), face[:, 0].astype(int)] == (0, 255, 0)).all()  # every mesh point
+    bars = img[18:48, 80:215]
+    assert (bars == (0, 200, 255)).all(axis=2).sum(axis=1).max() > 90  # the 0.8 bar is long
+    assert img[:14, :60].any()  # the label
+
+
+@pytest.mark.slow
+def test_the_inbox_deployment_is_scheduled_with_the_workspace_settings(tmp_path, prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.inbox_flow import score_inbox
+    from flows.serve import inbox_kwargs
+    from pipeline.core.config import ScheduleParams
+
+    sched = ScheduleParams(inbox="incoming", inbox_every_s=120, inbox_mode="alert")
+    kwargs = inbox_kwargs(tmp_path, sched)
+    deployment_id = score_inbox.to_deployment(**kwargs).apply()
+    with get_client(sync_client=True) as c:
+        dep = c.read_deployment(deployment_id)
+    assert dep.name == "driver-inbox" and dep.schedules[0].schedule.interval.total_seconds() == 120
+    assert dep.parameters["inbox"] == "incoming" and dep.parameters["mode"] == "alert"
+    assert dep.parameters["workspace"] == str(tmp_path) and dep.global_concurrency_limit.limit == 1
