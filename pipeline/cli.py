@@ -105,6 +105,7 @@ def predict(
     annotate: Annotated[
         bool, typer.Option(help="also write annotated.mp4 per video (mesh, class, probabilities)")
     ] = False,
+    workers: Annotated[int, typer.Option(help="videos measured at once (0 = all cores)")] = 0,
     params: ParamsOpt = Path("params.yaml"),
     models_dir: ModelsDirOpt = Path("models"),
     reports_dir: ReportsDir = Path("reports"),
@@ -122,7 +123,7 @@ def predict(
         ap = load_params(params).apply
         m = _load(model, mode, models_dir, reports_dir)
         thr = override_thresholds(m.thresholds[mode], threshold) if threshold else None
-        o = P.Options(mode, baseline, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, annotate)
+        o = P.Options(mode, baseline, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, annotate, workers)
         return P.run(source, m, out, o)
 
     run_stage(work)

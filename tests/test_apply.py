@@ -236,7 +236,7 @@ def test_calibration_gives_a_driver_with_a_pitch_offset_the_same_predictions(tra
     csv = subject_csv(trained, "s03")
     entries = load_labels(csv.parent, csv.name, tuple(CLASSES), labelled=False)
     e = next(x for x in entries if x.rel.endswith("normal_1.mp4"))
-    feats, _, _ = P.measure(e, model, tmp_path / "m")
+    feats, _, _ = P.measure(P.MeasureJob(e, model.params, model.window, tmp_path / "m"))
     shifted = feats.copy()
     shifted["pitch"] = (shifted["pitch"] + 25.0).astype(np.float32)
 
@@ -401,3 +401,17 @@ def test_the_inbox_deployment_is_scheduled_with_the_workspace_settings(tmp_path,
     assert dep.name == "driver-inbox" and dep.schedules[0].schedule.interval.total_seconds() == 120
     assert dep.parameters["inbox"] == "incoming" and dep.parameters["mode"] == "alert"
     assert dep.parameters["workspace"] == str(tmp_path) and dep.global_concurrency_limit.limit == 1
+
+
+@pytest.mark.slow
+def test_monitor_show_without_a_display_is_refused_before_it_starts(trained):
+    import os
+
+    video = str(trained / "data" / "demo" / "videos" / "s02_normal_1.mp4")
+    env = {k: v for k, v in dvc_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "monitor", video, "--show", "--model", "stats_lr"],
+        cwd=trained, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 1 and "error: --show needs a display" in res.stderr and res.stdout == ""
+    assert os.name == "posix"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -295,6 +296,13 @@ def json_lines(out=None) -> Callable[[dict[str, Any]], None]:
 
 def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dict[str, Any]], None]) -> dict:
     """Monitor ``source`` until it ends (or ``max_seconds`` of stream time, or Ctrl-C)."""
+    if (
+        o.show
+        and sys.platform.startswith("linux")
+        and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    ):
+        # OpenCV's Qt window aborts the whole process without a display: refuse before anything starts
+        raise DataError("--show needs a display (DISPLAY is not set here); run without --show (headless)")
     mon = Monitor(model, o, emit)
     log.info(
         "monitor: %s with model '%s' (%s), %s mode, window %.1f s decided every %.2f s%s",
@@ -344,6 +352,9 @@ def show(frame: np.ndarray, face: np.ndarray | None, mon: Monitor) -> None:
     scale = min(1.0, 640 / frame.shape[1])
     small = cv2.resize(frame, None, fx=scale, fy=scale) if scale < 1 else frame.copy()
     overlay(small, face, mon.last.get("probs") if mon.base is not None else None, mon.label(), scale)
-    cv2.imshow("driver monitor (q quits)", small)
+    try:
+        cv2.imshow("driver monitor (q quits)", small)
+    except cv2.error as exc:
+        raise DataError(f"--show needs a display this OpenCV build can open ({exc.err}); run without --show") from None
     if cv2.waitKey(1) & 0xFF == ord("q"):
         raise KeyboardInterrupt("q pressed")

@@ -34,8 +34,10 @@ from pipeline.contracts.frames import Plan
 from pipeline.contracts.labels import VideoEntry, load_labels, video_id_for
 from pipeline.contracts.landmarks import iter_landmarks
 from pipeline.contracts.windows import cut_windows
+from pipeline.core.config import Params, resolve_workers
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, write_json, write_table
+from pipeline.core.parallel import map_jobs
 from pipeline.vision.framefeatures import video_features
 from pipeline.vision.frameplan import plan_video
 from pipeline.vision.landmarker import detect_video
@@ -55,6 +57,7 @@ class Options:
     quiet_class: str = ""  # "" = the model's first class
     thresholds: dict[str, float] | None = None  # per class; None = the model's for ``mode``
     annotate: bool = False
+    workers: int = 0  # videos measured at once (0 = all cores; 1 = in this process, with a frame progress bar)
 
 
 def collect(source: Path, classes: tuple[str, ...]) -> tuple[list[VideoEntry], list[str]]:
@@ -84,16 +87,28 @@ def collect(source: Path, classes: tuple[str, ...]) -> tuple[list[VideoEntry], l
     return entries, others
 
 
-def measure(entry: VideoEntry, model: AppliedModel, out_dir: Path) -> tuple[pd.DataFrame, dict, Plan]:
+@dataclass(frozen=True)
+class MeasureJob:
+    """One video for a worker: the model's input settings, never the model itself."""
+
+    entry: VideoEntry
+    params: Params
+    window: int
+    out_dir: Path
+    frame_bar: bool = False  # a per-frame progress bar (only when videos are measured in this process)
+
+
+def measure(job: MeasureJob) -> tuple[pd.DataFrame, dict, Plan]:
     """One video through frames -> landmarks -> features with the model's own settings.
 
-    Returns the per-frame feature table and facts (frames, timing, warnings); raises
-    :class:`VideoError` with the reason when the video cannot be used (as the pipeline would)."""
-    p = model.params
-    plan, qc = plan_video(entry.path, p.frames, model.window, entry.segments)
+    Returns the per-frame feature table, facts (frames, timing, warnings) and the frame plan;
+    raises :class:`VideoError` with the reason when the video cannot be used (as the pipeline would)."""
+    entry, p, out_dir = job.entry, job.params, job.out_dir
+    plan, qc = plan_video(entry.path, p.frames, job.window, entry.segments)
     out_dir.mkdir(parents=True, exist_ok=True)
     lm_path = out_dir / "landmarks.parquet"
-    with tqdm(total=plan.n, desc=entry.rel[-40:], unit="frame", disable=None, leave=False) as bar:
+    disable = None if job.frame_bar else True
+    with tqdm(total=plan.n, desc=entry.rel[-40:], unit="frame", disable=disable, leave=False) as bar:
         stats = detect_video(entry.path, plan, p.landmarks, lm_path, entry.rel, progress=lambda k: bar.update(1))
     frac = stats["face_frames"] / max(1, stats["usable_frames"])
     if frac < p.landmarks.min_face_fraction:
@@ -112,6 +127,19 @@ def measure(entry: VideoEntry, model: AppliedModel, out_dir: Path) -> tuple[pd.D
         "warnings": qc["warnings"],
     }
     return feats, facts, plan
+
+
+def measure_video(job: MeasureJob) -> dict[str, Any]:
+    """Worker entry: :func:`measure`, or the reason the video cannot be used (the others go on)."""
+    e = job.entry
+    try:
+        feats, facts, plan = measure(job)
+    except VideoError as exc:
+        return {"video_id": e.video_id, "video": e.rel, "status": "quarantined", "reason": str(exc)}
+    except Exception as exc:  # one broken video must not stop the others; the reason is kept
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+        return {"video_id": e.video_id, "video": e.rel, "status": "quarantined", "reason": reason}
+    return {"video_id": e.video_id, "status": "ok", "features": feats, "facts": facts, "plan": plan}
 
 
 def feature_rows(feats: pd.DataFrame, model: AppliedModel) -> np.ndarray:
@@ -221,21 +249,18 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
     facts: dict[str, dict] = {}
     plans: dict[str, Plan] = {}
     quarantined = []
-    for e in tqdm(entries, desc="predict", unit="video", disable=None):
-        try:
-            tables[e.video_id], facts[e.video_id], plans[e.video_id] = measure(e, model, out / e.video_id)
-        except VideoError as exc:
-            quarantined.append({"video_id": e.video_id, "video": e.rel, "reason": str(exc)})
-            log.warning("quarantined %s: %s", e.rel, exc)
-            continue
-        except Exception as exc:  # one broken video must not stop the others; the reason is kept
-            reason = f"unexpected error: {type(exc).__name__}: {exc}"
-            quarantined.append({"video_id": e.video_id, "video": e.rel, "reason": reason})
-            log.warning("quarantined %s: %s", e.rel, reason)
-            continue
-        for w in facts[e.video_id]["warnings"]:
-            log.warning("%s: %s", e.rel, w)
+    workers = min(resolve_workers(o.workers), len(entries))
+    jobs = [MeasureJob(e, model.params, model.window, out / e.video_id, workers == 1) for e in entries]
     by_id = {e.video_id: e for e in entries}
+    for res in map_jobs(measure_video, jobs, workers, "predict"):  # per video: frames, landmarks, features
+        vid = res["video_id"]
+        if res["status"] != "ok":
+            quarantined.append({k: res[k] for k in ("video_id", "video", "reason")})
+            log.warning("quarantined %s: %s", res["video"], res["reason"])
+            continue
+        tables[vid], facts[vid], plans[vid] = res["features"], res["facts"], res["plan"]
+        for w in facts[vid]["warnings"]:
+            log.warning("%s: %s", by_id[vid].rel, w)
     base, ready = baselines(tables, {v: by_id[v].subject for v in tables}, model, o)
     results = {}
     for vid, feats in tables.items():
