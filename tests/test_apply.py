@@ -405,13 +405,13 @@ def test_the_inbox_deployment_is_scheduled_with_the_workspace_settings(tmp_path,
 
 @pytest.mark.slow
 def test_monitor_show_without_a_display_is_refused_before_it_starts(trained):
-    import os
-
     video = str(trained / "data" / "demo" / "videos" / "s02_normal_1.mp4")
     env = {k: v for k, v in dvc_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     res = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "monitor", video, "--show", "--model", "stats_lr"],
-        cwd=trained, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=trained,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "error: --show needs a display" in res.stderr and res.stdout == ""
-    assert os.name == "posix"
