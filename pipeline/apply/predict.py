@@ -37,7 +37,7 @@ from pipeline.contracts.windows import cut_windows
 from pipeline.core.config import Params, resolve_workers
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, write_json, write_table
-from pipeline.core.parallel import map_jobs
+from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.vision.framefeatures import video_features
 from pipeline.vision.frameplan import plan_video
 from pipeline.vision.landmarker import detect_video
@@ -252,7 +252,8 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
     workers = min(resolve_workers(o.workers), len(entries))
     jobs = [MeasureJob(e, model.params, model.window, out / e.video_id, workers == 1) for e in entries]
     by_id = {e.video_id: e for e in entries}
-    for res in map_jobs(measure_video, jobs, workers, "predict"):  # per video: frames, landmarks, features
+    # per video: frames, landmarks, features (local processes, or the Dask cluster the stages use)
+    for res in map_jobs(measure_video, jobs, workers, "predict", dask_address("")):
         vid = res["video_id"]
         if res["status"] != "ok":
             quarantined.append({k: res[k] for k in ("video_id", "video", "reason")})
