@@ -80,7 +80,7 @@ def score_inbox(
     model: str = "",
     mode: str = "report",
     settle_s: float = 5.0,
-    lock_wait_s: float = 1800.0,
+    lock_wait_s: float = 60.0,
 ) -> Any:
     """Score the inbox's new videos with ``model`` ("" = the report's recommendation for ``mode``)
     and publish the run's summary (artifact ``driver-inbox-summary``).
@@ -90,6 +90,8 @@ def score_inbox(
         inbox: folder (relative to the workspace) where new videos are dropped.
         out: where each run's predictions go (``<out>/<run time>/``) and the ledger lives.
         mode: ``report`` (recall first, post-hoc: the default for recorded drives) or ``alert``.
+        lock_wait_s: how long to wait for a pipeline run on the workspace before skipping (the next
+            scheduled run tries again, so this is short).
     """
     from prefect.artifacts import create_markdown_artifact
 
@@ -100,18 +102,18 @@ def score_inbox(
     box, out_root = root / inbox, root / out
     if not box.is_dir():
         raise FileNotFoundError(f"inbox {box} does not exist: create it and drop videos there")
+    ledger_path = out_root / LEDGER
+    ledger = read_json(ledger_path) if ledger_path.exists() else {}
+    todo, settling = new_videos(box, ledger, settle_s)  # before the lock: an idle inbox never waits
+    if settling:
+        log.info("still being written (next run): %s", ", ".join(settling))
+    if not todo:
+        log.info("no new videos in %s", box)
+        return {"status": "nothing new", "settling": settling}
     run_name = _run_name()
     with workspace_lock(root, who=f"inbox run {run_name}", wait_s=lock_wait_s, log=log.warning) as acquired:
         if not acquired:
             return Completed(name="Skipped", message="the workspace is busy (pipeline run)", data={"status": "skipped"})
-        ledger_path = out_root / LEDGER
-        ledger = read_json(ledger_path) if ledger_path.exists() else {}
-        todo, settling = new_videos(box, ledger, settle_s)
-        if settling:
-            log.info("still being written (next run): %s", ", ".join(settling))
-        if not todo:
-            log.info("no new videos in %s", box)
-            return {"status": "nothing new", "settling": settling}
         run_dir = out_root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         log.info("scoring %d new video(s) into %s", len(todo), run_dir)
         summary = score(str(root), str(box), todo, str(run_dir), model, mode)

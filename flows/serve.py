@@ -121,7 +121,7 @@ def inbox_kwargs(root: Path, sched: ScheduleParams) -> dict:
             "out": sched.inbox_out,
             "mode": sched.inbox_mode,
             "settle_s": sched.settle_s,
-            "lock_wait_s": sched.lock_wait_s,
+            "lock_wait_s": min(sched.lock_wait_s, 60.0),  # busy: skip, the next interval tries again
         },
         "concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         "description": f"score new videos in {root / sched.inbox} with the recommended model",

@@ -331,7 +331,8 @@ def test_inbox_flow_scores_new_videos_once_and_respects_the_workspace_lock(train
     assert "# Driver behaviour: prediction summary" in md and "s02_text_1.mp4" in md
     assert Path(res["out"], "s02_text_1", "timeline.csv").exists()
     assert not list(box.glob(".driver-inbox-*"))  # its listing is gone
-    assert score_inbox(**kw) == {"status": "nothing new", "settling": []}
+    assert score_inbox(**kw) == {"status": "nothing new", "settling": []}  # and it took no lock
+    shutil.copy(trained / "data" / "demo" / "videos" / "s03_yawn_1.mp4", box / "later.mp4")
     with workspace_lock(trained, who="test", wait_s=0, log=print):
         state = score_inbox(**kw, return_state=True)
     assert state.name == "Skipped"
