@@ -42,8 +42,9 @@ sweep: install
 
 # local Prefect server on 127.0.0.1 + deployment (cron + on-change trigger) + file watcher (README)
 PORT ?= 4200
+INBOX ?=
 serve: install
-	$(BIN)/python -m flows serve --port $(PORT)
+	$(BIN)/python -m flows serve --port $(PORT) $(if $(INBOX),--inbox,)
 
 # one Prefect flow run now (dvc status -> the stale stages as tasks -> artifacts)
 flow: install

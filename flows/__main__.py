@@ -49,12 +49,14 @@ def serve(
     port: Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1")] = 4200,
     cron: Annotated[str | None, typer.Option(help="override params schedule.cron")] = None,
     watch: Annotated[bool, typer.Option(help="also start the file watcher")] = True,
+    inbox: Annotated[bool, typer.Option(help="also serve the inbox deployment (scores new videos)")] = False,
 ) -> None:
-    """Local Prefect server (127.0.0.1, analytics off) + the deployment (cron + event trigger) + the watcher."""
+    """Local Prefect server (127.0.0.1, analytics off) + the deployment (cron + event trigger) + the watcher
+    (+ with --inbox the inbox scorer)."""
     from flows.serve import serve as _serve
 
     try:
-        _serve(workspace, port=port, cron=cron, watch=watch)
+        _serve(workspace, port=port, cron=cron, watch=watch, inbox=inbox)
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -69,6 +71,14 @@ def deployment(
     from flows.serve import serve_deployment
 
     serve_deployment(workspace, cron=cron)
+
+
+@app.command(hidden=True, name="inbox-deployment")
+def inbox_deployment(workspace: Workspace = Path(".")) -> None:
+    """Serve the inbox deployment from this process (started by `serve --inbox`; needs $PREFECT_API_URL)."""
+    from flows.serve import serve_inbox_deployment
+
+    serve_inbox_deployment(workspace)
 
 
 @app.command()

@@ -5,9 +5,10 @@
 1. a Prefect server on 127.0.0.1 (analytics off), or reuses a healthy one already on the port;
 2. the deployment ``driver-pipeline/driver-pipeline`` served by ``python -m flows deployment``:
    a cron schedule (params ``schedule.cron``) and an event trigger on the watcher's event, at
-   most one run at a time (further runs queue), and the workspace lock inside the flow; beside
-   it, from the same process, ``driver-inbox/driver-inbox`` (flows/inbox_flow.py): new videos in
-   ``schedule.inbox`` scored every ``schedule.inbox_every_s`` seconds, under the same lock;
+   most one run at a time (further runs queue), and the workspace lock inside the flow; with
+   ``--inbox`` (``make serve INBOX=1``) also ``driver-inbox/driver-inbox`` (flows/inbox_flow.py,
+   ``python -m flows inbox-deployment``): new videos in ``schedule.inbox`` scored every
+   ``schedule.inbox_every_s`` seconds, under the same lock;
 3. the file watcher (``python -m flows watch``) that emits an event when the raw folder or
    params.yaml changes.
 
@@ -130,20 +131,30 @@ def inbox_kwargs(root: Path, sched: ScheduleParams) -> dict:
 
 
 def serve_deployment(root: Path, cron: str | None = None) -> None:
-    """Serve both deployments (the pipeline; the inbox scorer) from this process until interrupted
-    (``python -m flows deployment``); needs PREFECT_API_URL. ``serve`` runs it as a child process."""
-    from prefect import serve as prefect_serve
-
-    from flows.inbox_flow import score_inbox
+    """Serve the pipeline deployment from this process until interrupted (``python -m flows deployment``);
+    needs PREFECT_API_URL. ``serve`` runs it as a child process."""
     from flows.pipeline_flow import driver_pipeline
     from pipeline.core.config import load_params
 
     root = Path(root).resolve()
     sched = load_params(root / "params.yaml").schedule
+    kwargs = deployment_kwargs(root, cron or sched.cron, sched.timezone)
+    limit = kwargs.pop("concurrency_limit")
+    driver_pipeline.serve(**kwargs, global_limit=limit, limit=1)
+
+
+def serve_inbox_deployment(root: Path) -> None:
+    """Serve the inbox deployment from this process until interrupted (``python -m flows inbox-deployment``);
+    needs PREFECT_API_URL. ``serve --inbox`` runs it as a child process beside the pipeline's."""
+    from flows.inbox_flow import score_inbox
+    from pipeline.core.config import load_params
+
+    root = Path(root).resolve()
+    sched = load_params(root / "params.yaml").schedule
     (root / sched.inbox).mkdir(parents=True, exist_ok=True)
-    pipeline = driver_pipeline.to_deployment(**deployment_kwargs(root, cron or sched.cron, sched.timezone))
-    inbox = score_inbox.to_deployment(**inbox_kwargs(root, sched))
-    prefect_serve(pipeline, inbox, limit=2)  # both may wait on the workspace lock; one run of each at a time
+    kwargs = inbox_kwargs(root, sched)
+    limit = kwargs.pop("concurrency_limit")
+    score_inbox.serve(**kwargs, global_limit=limit, limit=1)
 
 
 def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
@@ -188,7 +199,7 @@ def cancel_active_runs(url: str, wait_s: float = 90.0) -> list[str]:
     return lines
 
 
-def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = True) -> None:
+def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = True, inbox: bool = False) -> None:
     """Start server, deployment and watcher as child processes; stop them all on Ctrl-C or SIGTERM,
     or as soon as one of them exits (its exit code is reported)."""
     root = Path(root).resolve()
@@ -207,6 +218,10 @@ def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = T
             env=env,
             start_new_session=True,
         )
+        if inbox:
+            children["inbox"] = subprocess.Popen(
+                [*py, "inbox-deployment", "--workspace", str(root)], env=env, start_new_session=True
+            )
         if watch:
             children["watcher"] = subprocess.Popen(
                 [*py, "watch", "--workspace", str(root)], env=env, start_new_session=True
@@ -228,8 +243,9 @@ def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = T
                 cancel_active_runs(api_url(port))
             except Exception as exc:  # the server is unwell: the process-group kill below still stops the run
                 log.warning("could not cancel runs in progress through the API: %s", exc)
-        if "deployment" in children:  # first, while the server is up: it pauses its deployment
-            _stop(children["deployment"], signal.SIGINT, 60)
+        for name in ("deployment", "inbox"):  # first, while the server is up: each pauses its deployment
+            if name in children:
+                _stop(children[name], signal.SIGINT, 60)
         if "watcher" in children:
             _stop(children["watcher"], signal.SIGTERM, 10)
         if server is not None:

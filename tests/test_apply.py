@@ -402,6 +402,46 @@ def test_the_inbox_deployment_is_scheduled_with_the_workspace_settings(tmp_path,
     assert dep.name == "driver-inbox" and dep.schedules[0].schedule.interval.total_seconds() == 120
     assert dep.parameters["inbox"] == "incoming" and dep.parameters["mode"] == "alert"
     assert dep.parameters["workspace"] == str(tmp_path) and dep.global_concurrency_limit.limit == 1
+    with get_client(sync_client=True) as c:
+        c.delete_deployment(deployment_id)  # no schedule left behind on the session's server
+
+
+@pytest.mark.slow
+def test_serve_with_inbox_serves_both_deployments_on_one_server_and_stops(tmp_path):
+    import signal
+    import time
+
+    from flows.serve import api_url, healthy
+    from tests.test_flows import _free_port, toy_workspace
+
+    work = toy_workspace(tmp_path / "w")
+    port = _free_port()
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    cmd = [sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port), "--inbox"]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*cmd, "--no-watch"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            names: set[str] = set()
+            deadline = time.monotonic() + 180
+            while names != {"driver-pipeline", "driver-inbox"} and time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                if healthy(api_url(port)):
+                    with (
+                        temporary_settings(updates={PREFECT_API_URL: api_url(port)}),
+                        get_client(sync_client=True) as c,
+                    ):
+                        names = {d.name for d in c.read_deployments()}
+                time.sleep(1)
+            assert names == {"driver-pipeline", "driver-inbox"}, log_path.read_text()[-3000:]
+            assert (work / "data" / "inbox").is_dir()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(90)
 
 
 @pytest.mark.slow
