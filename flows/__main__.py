@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -116,6 +117,9 @@ def watch(workspace: Workspace = Path(".")) -> None:
 
 
 def main() -> None:
+    # Ctrl-C must work even when a shell started us as a background job (SIGINT ignored, and
+    # inherited by every child: `serve` stops its deployment with SIGINT), as the stages do
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     app()

@@ -45,6 +45,7 @@ from pipeline.vision.video import VideoError
 
 log = logging.getLogger(__name__)
 
+SHORT_BASELINE_S = 60.0  # a driver baseline from less video than this gets a warning
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp"}
 
 
@@ -263,6 +264,19 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
         for w in facts[vid]["warnings"]:
             log.warning("%s: %s", by_id[vid].rel, w)
     base, ready = baselines(tables, {v: by_id[v].subject for v in tables}, model, o)
+    if model.subject_baseline and o.baseline == "subject":
+        for s in sorted({by_id[v].subject for v in tables}):
+            seconds = sum(len(t) for v, t in tables.items() if by_id[v].subject == s) / model.params.frames.fps
+            if seconds < SHORT_BASELINE_S:
+                msg = (
+                    f"driver '{s}': the baseline comes from only {seconds:.0f} s of video; if that shows one "
+                    "behaviour throughout it reads as that driver's normal. Give more of their driving (a CSV "
+                    "with a subject column) or use --baseline calibrate on a recording that starts with normal driving"
+                )
+                log.warning(msg)
+                for v in tables:
+                    if by_id[v].subject == s:
+                        facts[v]["warnings"].append(msg)
     results = {}
     for vid, feats in tables.items():
         e = by_id[vid]
