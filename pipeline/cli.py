@@ -200,3 +200,39 @@ def export(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+@app.command()
+def fingerprint(
+    reference: Annotated[
+        Path | None, typer.Option(help="compare with this reference (default: the committed one)")
+    ] = None,
+    write: Annotated[Path | None, typer.Option(help="write this machine's fingerprint here (a new reference)")] = None,
+) -> None:
+    """Hash the numerical kernels training and features use; compare with the committed reference.
+
+    Exit 1 when an op differs: this CPU computes other bytes than the machine that made the reference."""
+    import json
+
+    from pipeline.core.errors import DataError
+    from pipeline.modeling import fingerprint as fp
+
+    def work() -> None:
+        got = fp.fingerprint()
+        if write is not None:
+            write.write_text(json.dumps(got, indent=1) + "\n")
+            typer.echo(f"wrote {write}: {len(got['ops'])} ops on {got['cpu']}")
+            return
+        ref_path = reference or fp.REFERENCE
+        ref = json.loads(ref_path.read_text())
+        diff = fp.differences(got, ref)
+        for k in diff:
+            typer.echo(f"DIFFERS  {k}")
+        if diff:
+            raise DataError(
+                f"{len(diff)} of {len(got['ops'])} kernels give other bytes on this CPU ({got['cpu']}) than in "
+                f"{ref_path} ({ref['cpu']}): trained models will differ; see README 'Same bytes on any CPU'"
+            )
+        typer.echo(f"all {len(got['ops'])} kernels give the reference bytes ({got['cpu']} vs {ref['cpu']})")
+
+    run_stage(work)

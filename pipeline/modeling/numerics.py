@@ -1,24 +1,28 @@
-"""CPU-independent numerics for training and evaluation: same data + params -> same model bytes.
+"""CPU-independent numerics for training and evaluation: same data + params -> same model bytes
+on any x86-64 CPU with AVX2, Intel or AMD.
 
-Measured here (AMD EPYC with AVX-512; tests/test_numerics.py): without pinning, each of
-``MKL_CBWR=COMPATIBLE``, ``ATEN_CPU_CAPABILITY=avx2|default``, ``ONEDNN_MAX_CPU_ISA=AVX2``
-and the thread count changes the trained bytes of recurrent, attention and convolutional
-models, i.e. results depend on the CPU that trains them. :func:`pin` fixes every source:
+numpy, OpenBLAS and numba are pinned for every process at ``import pipeline``
+(pipeline/core/cpu.py). :func:`pin` adds torch's side, before torch loads:
 
-* MKL (matrix products): ``MKL_CBWR=COMPATIBLE,STRICT``, the only reproducible code branch
-  MKL offers on both Intel and AMD processors (AVX2/AVX-512 branches are Intel-only);
-* ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2-only and AVX-512
-  x86-64 CPU runs the same AVX2 kernels; a CPU without AVX2 is warned about);
-* oneDNN (LSTM and convolutions): ``ONEDNN_MAX_CPU_ISA=AVX``. Capped at AVX2 it would pick
-  its brgemm RNN kernels, whose K-blocking (the order of the sums) follows the CPU's L2
-  cache size; at AVX it runs its gemm-based RNN and plain JIT convolutions, whose blockings
-  are constants (oneDNN 3.x source: the cache-size heuristics left on these paths only
-  split threads for the Threadpool runtime, not PyTorch's OpenMP build, or block copies).
-  Turning oneDNN off instead costs 2.2x in training time (bench/bench_train.py);
+* matrix products (``mm``, ``addmm``, ``bmm``: every ``nn.Linear``, attention product and the
+  zoo's convolutions) run on OpenBLAS's AVX2 (Haswell) kernels through numpy, one thread: the
+  same kernels OpenBLAS picks on AMD (Zen) and, unlike MKL, no vendor check. MKL's fast
+  reproducible branches (AVX2, AVX-512) exist on Intel processors only; its one cross-vendor
+  branch (COMPATIBLE, SSE2) doubled the transformer's training time. MKL stays pinned to that
+  branch for the products torch computes inside its own kernels;
+* ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2 and AVX-512 CPU runs
+  the same AVX2 kernels; a CPU without AVX2 is warned about);
+* oneDNN (the LSTM/GRU layers): ``ONEDNN_MAX_CPU_ISA=AVX``. Capped at AVX2 it would pick its
+  brgemm RNN kernels, whose K-blocking (the order of the sums) follows the CPU's L2 cache size;
+  at AVX it runs its gemm-based RNN;
+* dropout masks come from ``torch.rand`` (pipeline/modeling/zoo.Dropout): torch's own dropout
+  draws them with MKL's generator on Intel and with ATen's on AMD (a vendor check in ATen);
 * threads: a fixed count (params ``train.threads``), since reductions split by thread.
 
 The environment variables are read when torch loads MKL and dispatches its first kernel, so
 :func:`pin` must run before ``import torch``; stages call it first thing.
+``driver-pipeline fingerprint`` hashes every kernel the models use (tests compare it with
+the committed reference, tests/data/numerics_reference.json).
 """
 
 from __future__ import annotations
@@ -26,15 +30,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
+
+from pipeline.core.cpu import PROCESS_ENV
 
 log = logging.getLogger(__name__)
-PINNED_ENV = {
+TORCH_ENV = {
     "MKL_CBWR": "COMPATIBLE,STRICT",
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX",
-    "NUMBA_CPU_NAME": "generic",  # numba (MiniRocket) compiles fastmath code for the host CPU otherwise
 }
+PINNED_ENV = {**PROCESS_ENV, **TORCH_ENV}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_library = None  # the torch.library registration (kept alive: dropping it restores MKL)
 
 
 def pin(threads: int) -> None:
@@ -49,11 +57,51 @@ def pin(threads: int) -> None:
     torch.backends.mkldnn.enabled = True  # capped by ONEDNN_MAX_CPU_ISA above
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
+    route_matmuls_to_openblas()
     cap = torch.backends.cpu.get_cpu_capability()
     if cap != "AVX2":
         log.warning(
             "this CPU runs ATen kernels as %s, not AVX2: trained bytes may differ from AVX2/AVX-512 machines", cap
         )
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _mm(a, b):
+    import numpy as np
+    import torch
+
+    if a.dtype != torch.float32 or b.dtype != torch.float32:
+        raise TypeError(f"pinned matmul takes float32 only, got {a.dtype} @ {b.dtype}")
+    return torch.from_numpy(np.matmul(_np(a), _np(b)))
+
+
+def _addmm(bias, a, b, *, beta=1, alpha=1):
+    out = _mm(a, b)
+    if alpha != 1:
+        out.mul_(alpha)
+    if beta == 0:
+        return out
+    return out.add_(bias if beta == 1 else bias * beta)
+
+
+def route_matmuls_to_openblas() -> None:
+    """Replace torch's CPU kernels of ``mm``, ``addmm`` and ``bmm`` (MKL) by numpy's matmul
+    (OpenBLAS, pinned to its AVX2 kernels and one thread by pipeline/core/cpu.py)."""
+    global _library
+    if _library is not None:
+        return
+    import torch
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel": that is the point
+        lib.impl("mm", _mm, "CPU")
+        lib.impl("bmm", _mm, "CPU")
+        lib.impl("addmm", _addmm, "CPU")
+    _library = lib
 
 
 _warned = False
@@ -72,7 +120,7 @@ def ensure_pinned(threads: int) -> None:
         return
     import torch
 
-    if any(os.environ.get(k) != v for k, v in PINNED_ENV.items()) and not _warned:
+    if (any(os.environ.get(k) != v for k, v in PINNED_ENV.items()) or _library is None) and not _warned:
         _warn_unpinned()
 
     if torch.get_num_threads() != threads:

@@ -14,6 +14,30 @@ from torch import nn
 
 
 # --- building blocks -------------------------------------------------------------------------
+class Dropout(nn.Module):
+    """Inverted dropout whose mask is the same on every CPU vendor for the same seed.
+
+    ``nn.Dropout`` draws its mask with ATen's ``bernoulli_(p)``, which uses MKL's VSL generator
+    on Intel processors and ATen's own generator on all others (a vendor check in
+    aten/src/ATen/native/cpu/DistributionKernels.cpp): the same seed trained other models on
+    Intel than on AMD. ``torch.rand`` takes one code path everywhere.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        # u >= p keeps (probability 1 - p): floor(u + 1 - p) is 1 there and 0 elsewhere, in place
+        mask = torch.rand(x.shape, dtype=x.dtype, device=x.device).add_(1.0 - self.p).floor_()
+        return x * mask.mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class AdditiveAttention(nn.Module):
     """Bahdanau-style attention over time: a_t = softmax_t(v . tanh(W h_t))."""
 
@@ -28,6 +52,44 @@ class AdditiveAttention(nn.Module):
         weights = torch.softmax(scores, dim=1)  # (B, T)
         context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # (B, D)
         return context, weights
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product over unfolded
+    windows: a product runs on the pinned kernels (pipeline/modeling/numerics.py), oneDNN's
+    convolutions would not. Same parameters and result as ``nn.Conv1d`` up to rounding."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (k,), (pad,) = self.kernel_size, self.padding
+        if self.stride != (1,) or self.dilation != (1,) or self.groups != 1:
+            raise ValueError("Conv1d supports stride 1, dilation 1, groups 1")
+        if pad:
+            x = nn.functional.pad(x, (pad, pad))
+        b, c, _ = x.shape
+        cols = x.unfold(2, k, 1).transpose(1, 2).reshape(-1, c * k)  # (B*T', C*k)
+        y = nn.functional.linear(cols, self.weight.reshape(self.out_channels, c * k), self.bias)
+        return y.view(b, -1, self.out_channels).transpose(1, 2)  # (B, out, T')
+
+
+class StackedRNN(nn.Module):
+    """``layers`` recurrent layers (batch first) with :class:`Dropout` between them, in place of
+    ``num_layers``/``dropout`` of torch's RNN modules (whose inter-layer dropout is vendor-dependent).
+    Returns the last layer's outputs and final state, like a one-layer torch RNN."""
+
+    def __init__(self, cell: str, n_in: int, hidden: int, layers: int, bidirectional: bool, dropout: float) -> None:
+        super().__init__()
+        rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        width = hidden * (2 if bidirectional else 1)
+        self.layers = nn.ModuleList(
+            rnn_cls(n_in if i == 0 else width, hidden, batch_first=True, bidirectional=bidirectional)
+            for i in range(layers)
+        )
+        self.drop = Dropout(dropout if layers > 1 else 0.0)
+
+    def forward(self, x: torch.Tensor):
+        for i, layer in enumerate(self.layers):
+            x, state = layer(self.drop(x) if i else x)
+        return x, state
 
 
 class _Recurrent(nn.Module):
@@ -46,17 +108,9 @@ class _Recurrent(nn.Module):
         readout: str = "hidden",
     ) -> None:
         super().__init__()
-        rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         self.cell, self.readout, self.bidirectional = cell, readout, bidirectional
-        self.rnn = rnn_cls(
-            n_features,
-            hidden,
-            num_layers=layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if layers > 1 else 0.0,
-        )
-        self.drop = nn.Dropout(dropout)
+        self.rnn = StackedRNN(cell, n_features, hidden, layers, bidirectional, dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,27 +138,14 @@ class _AttentionRecurrent(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        self.pre = (
-            nn.LSTM(
-                n_features, hidden, num_layers=pre_layers, batch_first=True, dropout=dropout if pre_layers > 1 else 0
-            )
-            if pre_layers
-            else None
-        )
+        self.pre = StackedRNN("lstm", n_features, hidden, pre_layers, False, dropout) if pre_layers else None
         d_in = hidden if pre_layers else n_features
-        self.rnn = nn.LSTM(
-            d_in,
-            hidden,
-            num_layers=layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if layers > 1 else 0.0,
-        )
+        self.rnn = StackedRNN("lstm", d_in, hidden, layers, bidirectional, dropout)
         d = hidden * (2 if bidirectional else 1)
         self.dense = nn.Sequential(nn.Linear(d, dense), nn.Tanh()) if dense else None
         d = dense or d
         self.attn = AdditiveAttention(d, attn_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(d, n_classes)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
@@ -192,6 +233,32 @@ def stacked_bilstm_attn(
     )
 
 
+class EncoderBlock(nn.Module):
+    """A pre-norm self-attention block, as ``nn.TransformerEncoderLayer(norm_first=True)`` (ReLU
+    feed-forward, dropout on attention weights and both residual branches) but with explicit
+    attention and :class:`Dropout`: torch's layer draws its dropout masks with the vendor-dependent
+    ``bernoulli_`` and, at inference, runs a fused fast path with other arithmetic than training."""
+
+    def __init__(self, d_model: int, heads: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.ff1, self.ff2 = nn.Linear(d_model, ff), nn.Linear(ff, d_model)
+        self.attn_drop, self.drop1, self.drop2, self.drop_ff = (Dropout(dropout) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        w = torch.softmax((q * (d // self.heads) ** -0.5) @ k.transpose(-1, -2), dim=-1)  # (B, heads, T, T)
+        a = (self.attn_drop(w) @ v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.drop1(self.out(a))
+        return x + self.drop2(self.ff2(self.drop_ff(torch.relu(self.ff1(self.norm2(x))))))
+
+
 class SmallTransformer(nn.Module):
     """Linear embedding + learned positional embedding + self-attention encoder blocks, mean-pooled."""
 
@@ -210,8 +277,7 @@ class SmallTransformer(nn.Module):
         self.embed = nn.Linear(n_features, d_model)
         self.pos = nn.Parameter(torch.zeros(1, window, d_model))
         nn.init.normal_(self.pos, std=0.02)
-        block = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.encoder = nn.Sequential(*(EncoderBlock(d_model, heads, ff, dropout) for _ in range(layers)))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
@@ -237,14 +303,14 @@ class CNNLSTM(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(n_features, channels, kernel, padding=kernel // 2),
+            Conv1d(n_features, channels, kernel, padding=kernel // 2),
             nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel, padding=kernel // 2),
+            Conv1d(channels, channels, kernel, padding=kernel // 2),
             nn.ReLU(),
             nn.MaxPool1d(2),
         )
         self.rnn = nn.LSTM(channels, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,10 +331,10 @@ class FCN(nn.Module):
         c_in = n_features
         for c, k in zip(widths, (8, 5, 3), strict=True):
             pad = nn.ConstantPad1d(((k - 1) // 2, k // 2), 0.0)  # "same" length, also for the even kernel
-            layers += [pad, nn.Conv1d(c_in, c, k, bias=False), nn.BatchNorm1d(c), nn.ReLU()]
+            layers += [pad, Conv1d(c_in, c, k, bias=False), nn.BatchNorm1d(c), nn.ReLU()]
             c_in = c
         self.body = nn.Sequential(*layers)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,46 @@
+"""CPU-independent numerics for every pipeline process: environment only, set before numpy loads.
+
+Measured (tests/test_numerics.py, ``driver-pipeline fingerprint``): on the same data, numpy and
+OpenBLAS pick their kernels by CPU, so an Intel AVX-512 machine, an AMD one and an AVX2-only
+laptop computed other bytes for features (``arctan2`` in head pose), statistics models
+(logistic regression, gradient boosting) and MiniRocket's ridge fit. The libraries read these
+variables once, when they load, so :func:`pin_env` runs at ``import pipeline`` (the first
+thing every stage and command does):
+
+* ``NPY_DISABLE_CPU_FEATURES``: numpy's AVX-512 loops are switched off, so every x86-64 CPU
+  with AVX2 runs the same AVX2/FMA3 loops (float64 exp/log/arctan2/sqrt, sums);
+* ``OPENBLAS_CORETYPE=Haswell``: numpy's and scipy's BLAS/LAPACK use the AVX2 kernels on
+  every CPU (OpenBLAS picks Zen = the same kernels on AMD, SkylakeX on Intel AVX-512, other
+  bytes); ``OPENBLAS_NUM_THREADS=1``: its dot products split their sums across threads;
+* ``NUMBA_CPU_NAME=generic``: numba (MiniRocket) compiles for baseline x86-64, not the host.
+
+Torch's variables (MKL, ATen, oneDNN) are set by :func:`pipeline.modeling.numerics.pin`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# numpy 1.26's dispatch targets above AVX2 (numpy.core._multiarray_umath.__cpu_dispatch__)
+NUMPY_AVX512 = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+PROCESS_ENV = {
+    "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512,
+    "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_CPU_NAME": "generic",
+}
+LOADS_AT_IMPORT = ("numpy", "numba")  # read the variables when they load
+
+
+def pin_env() -> list[str]:
+    """Set the process variables; return the libraries that were loaded before (not pinned here)."""
+    os.environ.update(PROCESS_ENV)
+    return [m for m in LOADS_AT_IMPORT if m in sys.modules]
+
+
+def is_pinned() -> bool:
+    """Did numpy load with the pinned dispatch (i.e. after :func:`pin_env`)?"""
+    from numpy.core._multiarray_umath import __cpu_features__
+
+    return not __cpu_features__.get("AVX512F", False)
