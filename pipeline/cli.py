@@ -198,10 +198,6 @@ def export(
     run_stage(work)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
-
 @app.command()
 def fingerprint(
     reference: Annotated[
@@ -236,3 +232,7 @@ def fingerprint(
         typer.echo(f"all {len(got['ops'])} kernels give the reference bytes ({got['cpu']} vs {ref['cpu']})")
 
     run_stage(work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

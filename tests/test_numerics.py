@@ -1,7 +1,14 @@
-"""Same data and params give the same model bytes and metrics whatever instruction set the CPU offers.
+"""Same data and params give the same model bytes and metrics whatever CPU computes them.
 
-Another CPU is simulated on this one with the variables that make MKL, oneDNN and ATen pick other
-kernels (the project pins MKL's branch, ATen's capability, oneDNN's ISA and the thread count)."""
+1. The kernels themselves: ``driver-pipeline fingerprint`` hashes every kernel features, statistics
+   models and the neural zoo use, under the pinned numerics, and must give the committed reference
+   (tests/data/numerics_reference.json). The kernels are pinned to CPU-independent code, so one
+   reference serves every x86-64 CPU with AVX2: on a machine whose numerics differ this test fails
+   and names the op (CI checks it on whatever machine it lands on).
+2. What cannot be seen from one CPU: vendor checks. The zoo uses no torch module that draws its own
+   dropout masks (ATen's ``bernoulli_`` takes MKL's generator on Intel only).
+3. Another CPU simulated on this one with the variables that make MKL, oneDNN and ATen pick other
+   kernels: the real train/evaluate CLI gives the same bytes."""
 
 from __future__ import annotations
 
@@ -9,19 +16,124 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.core.cpu import PROCESS_ENV
+from pipeline.modeling.fingerprint import REFERENCE
 from tests.conftest import ROOT
 from tests.test_train import make_set
 
-MODELS = ("gru", "lstm_attn")  # one recurrent, one attention model
+MODELS = ("gru", "lstm_attn", "transformer")  # recurrent, recurrent + attention, self-attention
 OTHER_CPUS = {
     "as is": {},
     "AVX2-only MKL/oneDNN": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "generic ATen kernels, 1 thread": {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
 }
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full, capture_output=True, text=True)
+
+
+def test_the_kernels_give_the_committed_reference_bytes():
+    res = cli("fingerprint")
+    assert res.returncode == 0, f"this CPU computes other bytes:\n{res.stdout}{res.stderr}"
+    assert "kernels give the reference bytes" in res.stdout
+
+
+def test_a_kernel_that_differs_fails_the_fingerprint_and_is_named(tmp_path):
+    ref = json.loads(REFERENCE.read_text())
+    ref["ops"]["torch.mm"] = "0" * 16
+    ref["ops"]["numpy.arctan2_sqrt"] = "0" * 16
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    res = cli("fingerprint", "--reference", str(tmp_path / "ref.json"))
+    assert res.returncode == 1
+    assert "DIFFERS  numpy.arctan2_sqrt" in res.stdout and "DIFFERS  torch.mm" in res.stdout
+    assert "2 of " in res.stderr and "Traceback" not in res.stderr
+
+
+NUMPY_OPS = """
+import sys
+if sys.argv[1] == "pinned":
+    import pipeline  # sets the CPU variables before numpy loads
+import hashlib, numpy as np
+x = np.random.default_rng(0).normal(size=(4000, 8))
+print(hashlib.sha1(np.arctan2(x[:, 0], x[:, 1]).tobytes() + np.exp(x).tobytes() + (x.T @ x).tobytes()).hexdigest())
+"""
+
+
+def test_numpy_and_openblas_are_pinned_at_import_and_the_pin_matters():
+    """``import pipeline`` before numpy gives the AVX2 kernels: the same bytes as with AVX-512 switched
+    off by hand (an AVX2-only CPU), and other bytes than numpy's own pick here (the control)."""
+
+    def run(mode: str, extra: dict[str, str]) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in PROCESS_ENV} | {"PYTHONPATH": str(ROOT)} | extra
+        res = subprocess.run([sys.executable, "-c", NUMPY_OPS, mode], env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    pinned = run("pinned", {})
+    assert pinned == run("pinned", {"OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": ""})
+    assert pinned == run("unpinned", {**PROCESS_ENV})  # what an AVX2-only machine runs
+    if "avx512f" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("control needs an AVX-512 CPU (numpy and OpenBLAS pick AVX2 kernels here anyway)")
+    assert pinned != run("unpinned", {})
+
+
+def test_the_zoo_draws_no_vendor_dependent_dropout_masks():
+    """torch's nn.Dropout, the inter-layer dropout of its RNN modules and its transformer layers draw
+    masks with ``bernoulli_``, which ATen computes with MKL's generator on Intel processors and with
+    its own on AMD: no registered model may contain them (zoo.Dropout takes torch.rand instead)."""
+    import torch
+
+    from pipeline.modeling import registry, zoo
+
+    vendor_dependent = (torch.nn.Dropout, torch.nn.TransformerEncoderLayer, torch.nn.MultiheadAttention)
+    checked = 0
+    for name in registry.names():
+        spec = registry.get(name)
+        if not spec.neural:
+            continue
+        module = registry.create(name, 7, 3, 20, {}, seed=0).module
+        for sub in module.modules():
+            assert not isinstance(sub, vendor_dependent), f"{name}: {type(sub).__name__}"
+            if isinstance(sub, torch.nn.RNNBase):
+                assert sub.dropout == 0, f"{name}: torch RNN with inter-layer dropout"
+        checked += 1
+    assert checked >= 10
+    torch.manual_seed(3)
+    got = zoo.Dropout(0.25).train()(torch.ones(2000))
+    torch.manual_seed(3)
+    expected = (torch.rand(2000) >= 0.25).float() / 0.75
+    assert torch.equal(got, expected)
+
+
+MATMULS = """
+from pipeline.modeling import numerics
+numerics.pin(1)
+import numpy as np, torch
+g = torch.Generator().manual_seed(0)
+a, b, c = torch.randn(70, 33, generator=g), torch.randn(33, 50, generator=g), torch.randn(50, generator=g)
+x, y = torch.randn(4, 70, 33, generator=g), torch.randn(4, 33, 9, generator=g)
+assert torch.equal(a @ b, torch.from_numpy(a.numpy() @ b.numpy()))
+assert torch.equal(torch.nn.functional.linear(a, b.T, c), torch.from_numpy(a.numpy() @ b.numpy()) + c)
+assert torch.equal(torch.bmm(x, y), torch.from_numpy(x.numpy() @ y.numpy()))
+w = b.clone().requires_grad_()
+(a @ w).square().sum().backward()
+assert torch.equal(w.grad, torch.from_numpy(a.numpy().T @ (2 * (a @ b)).numpy()))
+print("ok")
+"""
+
+
+def test_matrix_products_run_on_the_pinned_openblas_kernels():
+    res = subprocess.run(
+        [sys.executable, "-c", MATMULS], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
 def run_stage(*args: str, env: dict[str, str]) -> None:
@@ -53,7 +165,11 @@ def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
         yaml.safe_dump(
             {
                 "train": {"models": list(MODELS), "epochs": 3, "patience": 3},
-                "hparams": {"gru": {"hidden": 16}, "lstm_attn": {"hidden": 16}},
+                "hparams": {
+                    "gru": {"hidden": 16},
+                    "lstm_attn": {"hidden": 16},
+                    "transformer": {"d_model": 16, "ff": 32, "layers": 1},
+                },
                 "evaluate": {"explain_windows": 10},
             }
         )
