@@ -73,9 +73,7 @@ def _mm(a, b):
     import numpy as np
     import torch
 
-    if a.dtype != torch.float32 or b.dtype != torch.float32:
-        raise TypeError(f"pinned matmul takes float32 only, got {a.dtype} @ {b.dtype}")
-    return torch.from_numpy(np.matmul(_np(a), _np(b)))
+    return torch.from_numpy(np.matmul(_np(a), _np(b)))  # float32/float64: OpenBLAS sgemm/dgemm
 
 
 def _addmm(bias, a, b, *, beta=1, alpha=1):
