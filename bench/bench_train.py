@@ -2,10 +2,13 @@
 
 1. One epoch of the train stage's loop (validation, logging, clipping, schedule) vs a bare loop
    (forward, loss, backward, step) on the same model and batches. Goal: <= 1.2x.
-2. The cost of CPU-independent numerics (pipeline/core/cpu.py, pipeline/modeling/numerics.py: numpy and
-   OpenBLAS on AVX2 kernels, matrix products on OpenBLAS, ATen AVX2 kernels, oneDNN capped at AVX) against
-   the library defaults (whatever the CPU offers), per model: CPU time of a training epoch, one thread
-   each, in fresh processes, rounds interleaved so drift hits both. Goal: <= 1.3x per model.
+2. The cost of CPU-independent numerics against the library defaults, per model: CPU time of a training
+   epoch, one thread each, in fresh processes, rounds interleaved so drift hits both. Goal: <= 1.3x.
+   Pinned: the zoo as trained (pipeline/core/cpu.py, pipeline/modeling/numerics.py: numpy and OpenBLAS
+   on AVX2 kernels, matrix products on OpenBLAS, ATen AVX2 kernels; our own recurrent kernels, dropout,
+   convolution and attention block). Default: what plain torch code does on this CPU, i.e. the same
+   architectures built from torch's own modules (nn.LSTM/nn.GRU on oneDNN, nn.Dropout, nn.Conv1d,
+   nn.TransformerEncoderLayer) with every library picking its kernels for this CPU.
 
 Same data shape as the default demo (480 train / 160 val windows of 90 x 12).
 
@@ -94,6 +97,7 @@ def child(mode: str, models: list[str]) -> None:
         numerics.pin(cfg.threads)
     else:
         numerics.unpinned(cfg.threads)  # same thread count: the cost of the kernels, not of fewer cores
+        library_zoo()
     from pipeline.modeling import registry
 
     d, out = data(), {}
@@ -110,6 +114,29 @@ def cpu_model() -> str:
         return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor()
+
+
+def library_zoo() -> None:
+    """Build the zoo from torch's own modules (the baseline of the numerics cost)."""
+    import torch
+    from torch import nn
+
+    from pipeline.modeling import zoo
+
+    class TorchRecurrent(nn.Module):
+        def __init__(self, cell: str, n_in: int, hidden: int, bidirectional: bool = False) -> None:
+            super().__init__()
+            cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+            self.rnn = cls(n_in, hidden, batch_first=True, bidirectional=bidirectional)
+
+        def forward(self, x: torch.Tensor):
+            return self.rnn(x)
+
+    class TorchEncoderBlock(nn.TransformerEncoderLayer):
+        def __init__(self, d_model: int, heads: int, ff: int, dropout: float) -> None:
+            super().__init__(d_model, heads, ff, dropout, batch_first=True, norm_first=True)
+
+    zoo.Recurrent, zoo.Dropout, zoo.Conv1d, zoo.EncoderBlock = TorchRecurrent, nn.Dropout, nn.Conv1d, TorchEncoderBlock
 
 
 def numerics_cost(models: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 Every op is a small seeded computation of the kind features, statistics models, MiniRocket and
 the neural zoo run (numpy transcendental loops and BLAS, scikit-learn fits, numba, torch
-products, recurrent layers, the zoo's convolution, attention block and dropout, AdamW), hashed
+products, our recurrent kernels (numpy exp and products), the zoo's convolution, attention block and dropout, AdamW), hashed
 to 16 hex digits. Because every kernel is pinned to code that does not depend on the CPU
 (pipeline/core/cpu.py, pipeline/modeling/numerics.py), ONE reference serves every x86-64 CPU
 with AVX2: an op whose hash differs from tests/data/numerics_reference.json is a kernel that
@@ -115,21 +115,17 @@ def torch_ops(ops: dict[str, str]) -> None:
     ops["torch.addmm"] = _h(F.linear(a, b.T, r(160)))
     ops["torch.bmm"] = _h(torch.bmm(r(8, 90, 32), r(8, 32, 90)))
     x = r(32, 90, 12).requires_grad_()
-    for name, cls in (("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM), ("rnn", torch.nn.RNN)):
+    from pipeline.modeling.recurrent import Recurrent
+
+    for cell, bidirectional in (("gru", False), ("lstm", False), ("rnn", False), ("lstm", True)):
         torch.manual_seed(0)
-        m = cls(12, 32, batch_first=True)
-        out, _ = m(x)
-        out.sum().backward()
-        ops[f"torch.{name}.forward"] = _h(out)
-        ops[f"torch.{name}.backward"] = _h(x.grad, *[p.grad for p in m.parameters()])
+        m = Recurrent(cell, 12, 32, bidirectional)
+        out, state = m(x)
+        (out.sum() + (state[1] if cell == "lstm" else state).square().sum()).backward()
+        name = f"recurrent.{'bi' if bidirectional else ''}{cell}"
+        ops[f"{name}.forward"] = _h(out)
+        ops[f"{name}.backward"] = _h(x.grad, *[p.grad for p in m.parameters()])
         x.grad = None
-    torch.manual_seed(0)
-    m = torch.nn.LSTM(12, 32, batch_first=True, bidirectional=True)
-    out, _ = m(x)
-    out.sum().backward()
-    ops["torch.bilstm.forward"] = _h(out)
-    ops["torch.bilstm.backward"] = _h(x.grad, *[p.grad for p in m.parameters()])
-    x.grad = None
     torch.manual_seed(0)
     conv = zoo.Conv1d(12, 64, 5, padding=2)
     y = conv(x.transpose(1, 2))

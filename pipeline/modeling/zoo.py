@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.modeling.recurrent import Recurrent
+
 
 # --- building blocks -------------------------------------------------------------------------
 class Dropout(nn.Module):
@@ -55,9 +57,10 @@ class AdditiveAttention(nn.Module):
 
 
 class Conv1d(nn.Conv1d):
-    """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product over unfolded
-    windows: a product runs on the pinned kernels (pipeline/modeling/numerics.py), oneDNN's
-    convolutions would not. Same parameters and result as ``nn.Conv1d`` up to rounding."""
+    """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product: the k shifted copies
+    of the input side by side (B, T', k*C) times the kernel. A product runs on the pinned kernels
+    (pipeline/modeling/numerics.py), oneDNN's convolutions would not. Same parameters and result as
+    ``nn.Conv1d`` up to rounding; the backward pass is k slice additions (no ``unfold`` scatter)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (k,), (pad,) = self.kernel_size, self.padding
@@ -65,24 +68,23 @@ class Conv1d(nn.Conv1d):
             raise ValueError("Conv1d supports stride 1, dilation 1, groups 1")
         if pad:
             x = nn.functional.pad(x, (pad, pad))
-        b, c, _ = x.shape
-        cols = x.unfold(2, k, 1).transpose(1, 2).reshape(-1, c * k)  # (B*T', C*k)
-        y = nn.functional.linear(cols, self.weight.reshape(self.out_channels, c * k), self.bias)
-        return y.view(b, -1, self.out_channels).transpose(1, 2)  # (B, out, T')
+        xt = x.transpose(1, 2)  # (B, T, C)
+        t_out = xt.shape[1] - k + 1
+        cols = torch.cat([xt[:, j : j + t_out] for j in range(k)], dim=2)  # (B, T', k*C), shift-major
+        w = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # (out, k*C), same order
+        return nn.functional.linear(cols, w, self.bias).transpose(1, 2)  # (B, out, T')
 
 
 class StackedRNN(nn.Module):
-    """``layers`` recurrent layers (batch first) with :class:`Dropout` between them, in place of
-    ``num_layers``/``dropout`` of torch's RNN modules (whose inter-layer dropout is vendor-dependent).
-    Returns the last layer's outputs and final state, like a one-layer torch RNN."""
+    """``layers`` recurrent layers (pipeline/modeling/recurrent.py: our own kernels, the same bytes on
+    every CPU) with :class:`Dropout` between them. Returns the last layer's outputs and final state,
+    like a one-layer torch RNN."""
 
     def __init__(self, cell: str, n_in: int, hidden: int, layers: int, bidirectional: bool, dropout: float) -> None:
         super().__init__()
-        rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         width = hidden * (2 if bidirectional else 1)
         self.layers = nn.ModuleList(
-            rnn_cls(n_in if i == 0 else width, hidden, batch_first=True, bidirectional=bidirectional)
-            for i in range(layers)
+            Recurrent(cell, n_in if i == 0 else width, hidden, bidirectional) for i in range(layers)
         )
         self.drop = Dropout(dropout if layers > 1 else 0.0)
 
@@ -92,7 +94,7 @@ class StackedRNN(nn.Module):
         return x, state
 
 
-class _Recurrent(nn.Module):
+class _RecurrentClassifier(nn.Module):
     """A recurrent encoder + linear head, reading the last step's hidden (or cell) state."""
 
     def __init__(
@@ -161,36 +163,36 @@ class _AttentionRecurrent(nn.Module):
 
 # --- the zoo ---------------------------------------------------------------------------------
 def rnn(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="rnn", hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="rnn", hidden=hidden, dropout=dropout)
 
 
 def gru(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="gru", hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="gru", hidden=hidden, dropout=dropout)
 
 
 def lstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", hidden=hidden, dropout=dropout)
 
 
 def lstm_state(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
     """Classifies from the final CELL state instead of the hidden state."""
-    return _Recurrent(n_features, n_classes, window, cell="lstm", readout="cell", hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", readout="cell", hidden=hidden, dropout=dropout)
 
 
 def stacked_lstm(
     n_features: int, n_classes: int, window: int, hidden: int = 64, layers: int = 2, dropout: float = 0.2
 ) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", hidden=hidden, layers=layers, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", hidden=hidden, layers=layers, dropout=dropout)
 
 
 def bilstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
-    return _Recurrent(n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, dropout=dropout)
 
 
 def stacked_bilstm(
     n_features: int, n_classes: int, window: int, hidden: int = 64, layers: int = 2, dropout: float = 0.2
 ) -> nn.Module:
-    return _Recurrent(
+    return _RecurrentClassifier(
         n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, layers=layers, dropout=dropout
     )
 
@@ -309,7 +311,7 @@ class CNNLSTM(nn.Module):
             nn.ReLU(),
             nn.MaxPool1d(2),
         )
-        self.rnn = nn.LSTM(channels, hidden, batch_first=True)
+        self.rnn = Recurrent("lstm", channels, hidden)
         self.drop = Dropout(dropout)
         self.head = nn.Linear(hidden, n_classes)
 
