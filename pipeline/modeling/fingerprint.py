@@ -2,8 +2,8 @@
 
 Every op is a small seeded computation of the kind features, statistics models, MiniRocket and
 the neural zoo run (numpy transcendental loops and BLAS, scikit-learn fits, numba, torch
-products, our recurrent kernels (numpy exp and products), the zoo's convolution, attention block and dropout, AdamW), hashed
-to 16 hex digits. Because every kernel is pinned to code that does not depend on the CPU
+products, our recurrent kernels, the zoo's convolution, attention block and dropout, AdamW),
+hashed to 16 hex digits. Because every kernel is pinned to code that does not depend on the CPU
 (pipeline/core/cpu.py, pipeline/modeling/numerics.py), ONE reference serves every x86-64 CPU
 with AVX2: an op whose hash differs from tests/data/numerics_reference.json is a kernel that
 computes other bytes on this machine, so trained models would too.

@@ -223,7 +223,7 @@ def _final(y: np.ndarray) -> np.ndarray:
 
 class _Recurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell: str, x, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
+    def forward(ctx, cell: str, x, w_ih, w_hh, b_ih, b_hh):
         n = lambda t: t.detach().contiguous().numpy()  # noqa: E731
         wi, wh, bi, bh = n(w_ih), n(w_hh), n(b_ih), n(b_hh)
         d, (b, t_len) = wi.shape[0], x.shape[:2]
@@ -245,7 +245,7 @@ class _Recurrence(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
-    def backward(ctx, d_out, d_hn, d_cn=None):  # noqa: D102
+    def backward(ctx, d_out, d_hn, d_cn=None):
         st, xd, (wi, wh) = ctx.state, ctx.xd, ctx.w
         d, h = wi.shape[0], wh.shape[-1]
         dy = d_out.detach().numpy()  # (B, T, D*H)

@@ -176,17 +176,23 @@ def lstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout
 
 def lstm_state(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
     """Classifies from the final CELL state instead of the hidden state."""
-    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", readout="cell", hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(
+        n_features, n_classes, window, cell="lstm", readout="cell", hidden=hidden, dropout=dropout
+    )
 
 
 def stacked_lstm(
     n_features: int, n_classes: int, window: int, hidden: int = 64, layers: int = 2, dropout: float = 0.2
 ) -> nn.Module:
-    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", hidden=hidden, layers=layers, dropout=dropout)
+    return _RecurrentClassifier(
+        n_features, n_classes, window, cell="lstm", hidden=hidden, layers=layers, dropout=dropout
+    )
 
 
 def bilstm(n_features: int, n_classes: int, window: int, hidden: int = 64, dropout: float = 0.2) -> nn.Module:
-    return _RecurrentClassifier(n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, dropout=dropout)
+    return _RecurrentClassifier(
+        n_features, n_classes, window, cell="lstm", bidirectional=True, hidden=hidden, dropout=dropout
+    )
 
 
 def stacked_bilstm(
