@@ -31,6 +31,7 @@ from prefect.exceptions import MissingContextError
 from prefect.states import Completed
 
 from flows.lock import state_dir, workspace_lock
+from pipeline.core.runtime import tool_env
 
 EVENT = "driver-pipeline.inputs.changed"  # what the watcher emits and the deployment trigger expects
 SNAPSHOT = "last_success.json"
@@ -237,8 +238,7 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 
 def stage_env(dask_address: str = "") -> dict[str, str]:
     """Environment for DVC and the stages: this interpreter's bin first (stages call ``python -m``)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = tool_env()
     if dask_address:
         from pipeline.core.parallel import ENV_ADDRESS
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core.runtime import dvc_command, tool_env
+
 
 def collect(reports_dir: Path, size: int) -> list[dict]:
     """One row per model of the current workspace's metrics."""
@@ -47,7 +49,7 @@ def table(rows: list[dict], value: str = "cv_f1") -> pd.DataFrame:
 def run(sizes: list[int], reports_dir: Path = Path("reports")) -> pd.DataFrame:
     def dvc(*args: str) -> None:
         print("+ dvc", " ".join(args), flush=True)
-        subprocess.run(["dvc", *args], check=True)
+        subprocess.run(dvc_command(*args), check=True, env=tool_env())
 
     for size in sizes:
         dvc("exp", "run", "--queue", "-S", f"windows.size={size}", "--name", f"window-{size}")

@@ -38,9 +38,14 @@ def test_recommendation():
     }
     rec = R.recommend(m)
     assert rec[R.BEST] == "gru"
-    # baselines have gap 0 but only models beating every baseline (the registry says which) compete
-    assert rec[R.STABLE] == "cnn_lstm"
-    assert R.recommend(m, tied=["gru", "stats_lr"])[R.STABLE] == "stats_lr"  # among those tied with the best
+    # most stable only among the models tied with the best: cnn_lstm has the smaller gap but is not tied
+    assert rec[R.STABLE] == "gru"
+    lines = "\n".join(R.recommendation_lines(m, rec, ["gru"]))
+    assert "none is tied with `gru`" in lines and "`gru` leads every other model outside the noise" in lines
+    tied = R.recommend(m, tied=["gru", "cnn_lstm"])
+    assert tied[R.STABLE] == "cnn_lstm"  # among those tied with the best
+    lines = "\n".join(R.recommendation_lines(m, tied, ["gru", "cnn_lstm"]))
+    assert "none is tied" not in lines and "cannot rank these" in lines
     assert rec[R.ALERT] == "cnn_lstm"  # precision first: the most recall at the alert precision
     assert rec[R.REPORT] == "gru"  # recall first: the most precision at the report recall
 

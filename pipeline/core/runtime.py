@@ -105,3 +105,16 @@ def stage_app(main: Callable[..., None]) -> typer.Typer:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
     return app
+
+
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for DVC and the stages it runs: this interpreter's bin first on PATH (dvc.yaml's
+    commands call ``python -m``), so ``.venv/bin/driver-pipeline`` works without the venv on PATH."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(extra or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def dvc_command(*args: str) -> list[str]:
+    """``dvc *args`` as this interpreter's module: the venv's own DVC, whatever PATH holds."""
+    return [sys.executable, "-m", "dvc", *args]

@@ -26,7 +26,7 @@ from pipeline.contracts.windows import read_index, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json
-from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, run_stage
+from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, dvc_command, run_stage, tool_env
 from pipeline.modeling import registry
 
 SECTIONS = (
@@ -111,30 +111,51 @@ def mode_score(m: dict, mode: str, key: str) -> float:
 
 
 BEST = "best cross-validated macro-F1"
-STABLE = "most stable (smallest train-test gap over the folds, among the best)"
+STABLE = "most stable (smallest train-test gap over the folds, among the models tied with the best)"
 ALERT = "real-time alerts (precision first: best recall at the alert precision)"
 REPORT = "post-hoc reports (recall first: best precision at the report recall)"
 REC_KEYS = {"best": BEST, "stable": STABLE, "alert": ALERT, "report": REPORT}  # recommendation.json keys
 
 
 def recommend(metrics: dict[str, dict], tied: list[str] | None = None) -> dict[str, str]:
-    """Best CV macro-F1; most stable (smallest |gap| among the models statistically tied with the best,
-    else among those beating every baseline, else among the non-baselines); the precision-first model
-    for alerts and the recall-first one for reports."""
-    baselines = [k for k in metrics if registry.get(k).baseline]
-    floor = max((f1(metrics[k]) for k in baselines), default=0.0)
-    strong = (
-        {k: metrics[k] for k in tied or []}
-        or {k: m for k, m in metrics.items() if f1(m) > floor}
-        or {k: m for k, m in metrics.items() if k not in baselines}
-        or metrics
-    )
+    """Best CV macro-F1; most stable: smallest |gap| among the models statistically tied with the best
+    (``tied``; the best itself when no other model is); the precision-first model for alerts and the
+    recall-first one for reports."""
+    best = max(metrics, key=lambda k: f1(metrics[k]))
+    pool = sorted({best, *(k for k in tied or [] if k in metrics)})
     return {
-        BEST: max(metrics, key=lambda k: f1(metrics[k])),
-        STABLE: min(strong, key=lambda k: (abs(strong[k]["gap"]), -f1(strong[k]))),
+        BEST: best,
+        STABLE: min(pool, key=lambda k: (abs(metrics[k]["gap"]), -f1(metrics[k]))),
         ALERT: max(metrics, key=lambda k: (mode_score(metrics[k], "alert", "recall"), f1(metrics[k]))),
         REPORT: max(metrics, key=lambda k: (mode_score(metrics[k], "report", "precision"), f1(metrics[k]))),
     }
+
+
+def recommendation_lines(metrics: dict[str, dict], rec: dict[str, str], tied: list[str]) -> list[str]:
+    """The recommendation section: one line per pick with its score and gap; who is tied with the best."""
+
+    def pick(v: str) -> str:
+        m = metrics[v]
+        return f"**`{v}`** (CV macro-F1 {f1(m):.3f}{_ivs(m['cv']['interval']['macro_f1'])}, gap {m['gap']:+.3f})"
+
+    best = rec[BEST]
+    others = [t for t in tied if t != best]
+    lines = ["## Recommendation", ""]
+    for k, v in rec.items():
+        if k == STABLE and not others:
+            lines.append(f"- {k}: none is tied with `{best}`, so there is no other candidate: {pick(v)}")
+        else:
+            lines.append(f"- {k}: {pick(v)}")
+    if others:
+        small = smallest(metrics, [best, *others])
+        lines.append(
+            f"- {TIED}: {', '.join(f'`{t}`' for t in others)}. "
+            f"The data cannot rank these; the smallest of them is **`{small}`** "
+            f"({metrics[small]['parameters']:,} parameters, {metrics[small]['latency_ms']:.2f} ms per window)."
+        )
+    else:
+        lines.append(f"- `{best}` leads every other model outside the noise.")
+    return lines
 
 
 def oof_predictions(reports_dir: Path, models: list[str], classes: list[str]) -> tuple[np.ndarray, dict]:
@@ -357,7 +378,7 @@ def decide(params: Params, reports_dir: Path, windows_dir: Path) -> tuple[dict, 
         raise DataError(f"the models' predictions do not match {windows_dir}: rerun `dvc repro` (evaluate)")
     paired = paired_comparisons(metrics, y, preds, index["subject"].astype(str).to_numpy(), len(classes))
     tied = tied_with_best(paired)
-    return metrics, paired, tied, recommend(metrics, tied if len(tied) > 1 else None)
+    return metrics, paired, tied, recommend(metrics, tied)
 
 
 def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
@@ -370,20 +391,7 @@ def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_pa
     out: dict[str, list[str]] = {"title": ["# Driver-behaviour models: evaluation summary"]}
     out["data"] = data_summary(validation, meta, read_quarantine(quarantine_path))
     index = read_index(windows_dir)
-    out["recommendation"] = ["## Recommendation", ""] + [
-        f"- {k}: **`{v}`** (CV macro-F1 {f1(metrics[v]):.3f}{_ivs(metrics[v]['cv']['interval']['macro_f1'])}, "
-        f"gap {metrics[v]['gap']:+.3f})"
-        for k, v in rec.items()
-    ]
-    if len(tied) > 1:
-        pick = smallest(metrics, tied)
-        out["recommendation"] += [
-            f"- {TIED}: {', '.join(f'`{t}`' for t in tied if t != rec[BEST])}. "
-            f"The data cannot rank these; the smallest of them is **`{pick}`** "
-            f"({metrics[pick]['parameters']:,} parameters, {metrics[pick]['latency_ms']:.2f} ms per window)."
-        ]
-    else:
-        out["recommendation"].append(f"- `{rec[BEST]}` leads every other model outside the noise.")
+    out["recommendation"] = recommendation_lines(metrics, rec, tied)
     out["recommendation"] += baseline_lines(metrics, paired)
     out["paired"] = paired_table(metrics, paired, index["subject"].nunique())
     out["comparison"] = [
@@ -565,7 +573,7 @@ def pr_comment(base: str, params: Params, reports_dir: Path, windows_dir: Path, 
     """Run ``dvc metrics diff`` / ``dvc params diff`` against ``base`` (argument lists, no shell)."""
 
     def dvc(*args: str) -> str:
-        res = subprocess.run(["dvc", *args], capture_output=True, text=True, check=False)
+        res = subprocess.run(dvc_command(*args), capture_output=True, text=True, check=False, env=tool_env())
         if res.returncode != 0:
             return f"_`dvc {' '.join(args)}` failed: {res.stderr.strip().splitlines()[-1] if res.stderr else ''}_"
         return res.stdout
