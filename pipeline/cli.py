@@ -31,12 +31,15 @@ def pr_comment(
     windows_dir: WindowsDir = Path("data/windows"),
     quarantine: QuarantinePath = Path("data/quarantine.json"),
     out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+    report_url: Annotated[str | None, typer.Option(help="link to the full HTML report (e.g. the CI artifact)")] = None,
+    run_url: Annotated[str | None, typer.Option(help="link to the CI run")] = None,
 ) -> None:
-    """A pull-request comment: recommendation and comparison plus `dvc metrics/params diff` against BASE."""
-    from pipeline.stages.report import pr_comment as build
+    """A pull-request comment (under 60,000 characters): what changed against BASE, outside or inside
+    the noise, a text forest plot of every model's CV macro-F1, the folded tables and diffs."""
+    from pipeline.review import pr_comment as build
 
     def work() -> None:
-        text = build(base, load_params(params), reports_dir, windows_dir, quarantine)
+        text = build(base, load_params(params), reports_dir, windows_dir, quarantine, report_url, run_url)
         if out is None:
             typer.echo(text)
         else:

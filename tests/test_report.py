@@ -1,6 +1,7 @@
 """The report a reviewer reads, the HTML page, and the pull-request comment builder."""
 
 import json
+import re
 
 import yaml
 
@@ -20,7 +21,13 @@ def fake_metrics(cv_f1, gap, alert_recall, report_precision=None):
     }
     iv = {"point": cv_f1, "lo": cv_f1 - 0.05, "hi": min(1.0, cv_f1 + 0.05)}
     return {
-        "cv": {"macro_f1": cv_f1, "accuracy": cv_f1, "per_class": per, "interval": {"macro_f1": iv}},
+        "cv": {
+            "macro_f1": cv_f1,
+            "accuracy": cv_f1,
+            "per_class": per,
+            "interval": {"macro_f1": iv},
+            "per_fold": {str(f): {"test_f1": cv_f1 + 0.01 * f} for f in range(6)},
+        },
         "gap": gap,
         "ece": 0.05,
         "latency_ms": 1.5,
@@ -90,23 +97,91 @@ def test_summary_and_html_from_stage_outputs(tmp_path):
     assert "<table>" in page and "<code>stats_lr</code>" in page and "<strong>" in page  # a real Markdown renderer
 
 
-def test_pr_comment_builder():
-    parts = {
-        "title": ["# Summary"],
-        "data": ["## Data", "- 3 videos"],
-        "recommendation": ["## Recommendation", "- x"],
-        "best_model": ["## The best model, `gru`", "![c](c.png)"],
-    }
-    head = ["## Headline against `origin/main`", "| `gru` | ... |"]
-    text = R.build_comment(parts, head, "| Path | Metric |\n|---|---|\n| a | 1 |", "", "origin/main")
-    assert text.startswith("# Summary\n\n## Headline against `origin/main`\n| `gru` | ... |\n\n## Recommendation\n- x")
-    assert "The best model" not in text and "## Data" not in text  # keeps the comment short
-    folded = text[text.index("<details>") : text.index("</details>")]
-    assert "Full metrics diff" in folded and "(1 rows)" in folded and "| a | 1 |" in folded
-    assert "_No parameter changed._" in text
+RELATIVE_LINK = re.compile(r"\]\((?!https?://)[^)]*\)")  # [text](path) or ![alt](path) not on the web
+
+
+def comment_for(n_models: int, n_params: int, diff_rows: int, report_url: str | None = None) -> str:
+    """A comment where every model changed, many params changed and the metrics diff is long."""
+    from pipeline import review as V
+
+    names = [f"model_{i:02d}_with_a_long_name" for i in range(n_models)]
+    now = {n: fake_metrics(0.5 + 0.02 * i, 0.05, 0.5) for i, n in enumerate(names)}
+    for i, n in enumerate(names):
+        now[n]["cv"]["interval"] = {"macro_f1": {"point": 0.5 + 0.02 * i, "lo": 0.45 + 0.02 * i, "hi": 0.55 + 0.02 * i}}
+    before = {n: fake_metrics(0.3, 0.05, 0.5) for n in names}
+    for n in names:
+        before[n]["cv"]["interval"] = {"macro_f1": {"point": 0.3, "lo": 0.25, "hi": 0.35}}
+    params = [f"hparams.{n}.hidden" for n in names][:n_params] + [f"train.p{i}" for i in range(n_params - n_models)]
+    params_md = ["| Path | Param | HEAD | workspace |", "|---|---|---|---|"]
+    params_md += [f"| params.yaml | {p} | 32 | 64 |" for p in params]
+    diff = ["| Path | Metric | HEAD | workspace | Change |", "|---|---|---|---|---|"]
+    diff += [
+        f"| reports/models/{names[i % n_models]}/metrics.json | cv.per_class.c{i}.recall | 0.1 | 0.2 | 0.1 |"
+        for i in range(diff_rows)
+    ]
+    return V.build_comment(
+        base="origin/main",
+        summary=V.summary_line(before, now, params, "origin/main"),
+        forest_lines=V.forest(now),
+        headline=V.headline_changes(before, now, "origin/main"),
+        recommendation=["## Recommendation", "", "- best: **`x`**"],
+        folded=[
+            ("Model comparison", R.comparison_table(now, ["a", "b"])),
+            ("Params changed", params_md),
+            ("Full metrics diff", diff),
+        ],
+        report_url=report_url,
+    )
+
+
+def test_the_worst_case_comment_fits_the_code_host():
+    """20 models, every one changed, 300 params changed, a 20,000-row metrics diff: under 65,536
+    characters, the headline in the first screen, no relative links, every fold closed."""
+    from pipeline import review as V
+
+    text = comment_for(20, 300, 20_000, report_url="https://github.com/o/r/actions/runs/1/artifacts/2")
+    assert len(text) <= V.BUDGET < 65_536
+    first_screen = "\n".join(text.splitlines()[:8])
+    assert text.startswith(V.MARKER)
+    assert "**20 better outside the noise**" in first_screen and "300 param(s) changed" in first_screen
+    assert "Best now: `model_19_with_a_long_name`" in first_screen
+    assert not RELATIVE_LINK.search(text), RELATIVE_LINK.search(text)
+    assert "[full HTML report](https://github.com/o/r/actions/runs/1/artifacts/2)" in text
+    assert text.count("<details>") == text.count("</details>") >= 2
+    assert "more lines cut to keep this comment under the code host's size limit" in text
+    lines = text.splitlines()
+    for above, row in zip(lines, lines[1:], strict=False):  # GFM renders a table only if these agree
+        if row.startswith("|---"):
+            assert above.count("|") == row.count("|"), above
+    assert "| `model_00_with_a_long_name` | 0.300 [0.25, 0.35] | 0.500 [0.45, 0.55] | **better" in text
+
+
+def test_a_small_comment_is_whole_and_says_nothing_moved():
+    from pipeline import review as V
+
+    text = comment_for(3, 0, 5)
+    assert "cut to keep" not in text and "No param changed" in text
+    assert "reports/summary.html` in this run's artifacts" in text and not RELATIVE_LINK.search(text)
+    forest = text[text.index("```text") : text.index("```", text.index("```text") + 3)]
+    rows = [line for line in forest.splitlines() if line.startswith("model_")]
+    assert [r.split()[0] for r in rows] == [
+        "model_02_with_a_long_name",
+        "model_01_with_a_long_name",
+        "model_00_with_a_long_name",
+    ]
+    assert all(r.count("o") >= 1 and "-" in r and r.count("|") == 2 for r in rows)
+    before = {m: fake_metrics(0.5, 0.05, 0.5) for m in ("a", "b")}
+    for m in before.values():
+        m["cv"]["interval"] = {"macro_f1": {"point": 0.5, "lo": 0.4, "hi": 0.6}}
+    now = {k: json.loads(json.dumps(v)) for k, v in before.items()}
+    now["b"]["cv"]["macro_f1"] = 0.52
+    words = "\n".join(V.summary_line(before, now, [], "main"))
+    assert "1 changed within the noise; 1 unchanged" in words and "No model moved outside the noise" in words
 
 
 def test_headline_says_whether_a_change_is_outside_the_noise():
+    from pipeline import review as V
+
     def m(point, lo, hi):
         return {"cv": {"macro_f1": point, "interval": {"macro_f1": {"point": point, "lo": lo, "hi": hi}}}}
 
@@ -117,7 +192,7 @@ def test_headline_says_whether_a_change_is_outside_the_noise():
     now = {"a": m(0.9, 0.85, 0.95), "b": m(0.92, 0.87, 0.97), "c": m(0.9, 0.85, 0.95), "d": m(0.5, 0.4, 0.6)}
     now["new"] = m(0.7, 0.6, 0.8)
     now["old"], now["bare"] = m(0.8, 0.7, 0.9), m(0.75, 0.7, 0.8)
-    rows = {line.split("|")[1].strip(): line for line in R.headline_changes(before, now, "main")[6:]}
+    rows = {line.split("|")[1].strip(): line for line in V.headline_changes(before, now, "main")[6:]}
     assert rows["`a`"].endswith("| unchanged |")
     assert rows["`b`"].endswith("| changed within the noise |")
     assert "better, outside the noise" in rows["`c`"] and "worse, outside the noise" in rows["`d`"]

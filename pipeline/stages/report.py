@@ -3,17 +3,15 @@
 Writes ``reports/summary.md`` (renders on a code host, offline: tables and small PNGs next
 to it), ``reports/summary.html`` (one self-contained page, images inlined, rendered with the
 ``markdown`` library) and ``reports/comparison.png``. The summary is built as named
-sections from the data (:func:`sections`); :func:`pr_comment` picks some of those sections
-and adds ``dvc metrics diff`` / ``dvc params diff`` against a base revision.
+sections from the data (:func:`sections`); the pull-request comment (pipeline/review.py) picks
+some of those sections and adds ``dvc metrics diff`` / ``dvc params diff`` against a base revision.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from pipeline.contracts.windows import read_index, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json
-from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, dvc_command, run_stage, tool_env
+from pipeline.core.runtime import ParamsOpt, QuarantinePath, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import registry
 
 SECTIONS = (
@@ -40,7 +38,6 @@ SECTIONS = (
     "operating_points",
     "best_model",
 )
-PR_SECTIONS = ("title", "recommendation", "comparison", "paired", "operating_points")
 TIED = "statistically tied with the best (paired interval of the difference includes 0)"
 
 
@@ -283,7 +280,7 @@ def baseline_lines(metrics: dict[str, dict], paired: dict[str, dict[str, Any]]) 
 def comparison_table(metrics: dict[str, dict], classes: list[str]) -> list[str]:
     head = "| model | CV F1 [95% CI] | folds min-max | gap | " + " | ".join(f"{c} P/R" for c in classes)
     head += " | ECE | latency ms | params |"
-    lines = [head, "|---" * (8 + len(classes)) + "|"]
+    lines = [head, "|---" * (7 + len(classes)) + "|"]
     for name, m in sorted(metrics.items(), key=lambda kv: -f1(kv[1])):
         pc = m["cv"]["per_class"]
         cells = [f"{pc[c]['precision']:.2f}/{pc[c]['recall']:.2f}" for c in classes]
@@ -381,9 +378,12 @@ def decide(params: Params, reports_dir: Path, windows_dir: Path) -> tuple[dict, 
     return metrics, paired, tied, recommend(metrics, tied)
 
 
-def sections(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> dict[str, list[str]]:
-    """The summary as named sections of Markdown lines, built from the stage outputs."""
-    metrics, paired, tied, rec = decide(params, reports_dir, windows_dir)
+def sections(
+    params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path, decided: tuple | None = None
+) -> dict[str, list[str]]:
+    """The summary as named sections of Markdown lines, built from the stage outputs (``decided``:
+    :func:`decide`'s result, when the caller has it)."""
+    metrics, paired, tied, rec = decided or decide(params, reports_dir, windows_dir)
     meta = read_meta(windows_dir)
     validation = read_json(reports_dir / "validation" / "results.json")
     classes = meta["classes"]
@@ -492,102 +492,6 @@ def run(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: P
     _, _, tied, rec = decide(params, reports_dir, windows_dir)
     write_recommendation(reports_dir, {k: rec[label] for k, label in REC_KEYS.items()}, tied)
     return {"models": len(metrics), **rec}
-
-
-# --- pull-request comment ------------------------------------------------------------------------
-def _headline(m: dict | None) -> tuple[float, float | None, float | None] | None:
-    """(macro-F1, lo, hi) of the cross-validated score (None: no CV score in these metrics)."""
-    if m is None or "cv" not in m:
-        return None
-    t = m["cv"]
-    iv = t.get("interval", {}).get("macro_f1")
-    return (t["macro_f1"], iv["lo"], iv["hi"]) if iv else (t["macro_f1"], None, None)
-
-
-def headline_changes(before: dict[str, dict | None], now: dict[str, dict], base: str) -> list[str]:
-    """Per model, test macro-F1 at ``base`` and now with their intervals, and whether the change is
-    outside the noise (the two intervals do not overlap) or inside it."""
-    lines = [
-        f"## Headline against `{base}`",
-        "",
-        "Cross-validated macro-F1 with its 95% subject-bootstrap interval, before and now. A change counts "
-        "only when the two intervals do not overlap.",
-        "",
-        "| model | before | now | verdict |",
-        "|---|---|---|---|",
-    ]
-
-    def fmt(h: tuple[float, float | None, float | None] | None) -> str:
-        if h is None:
-            return "-"
-        return f"{h[0]:.3f}" + ("" if h[1] is None else f" [{h[1]:.2f}, {h[2]:.2f}]")
-
-    for m in now:
-        a, b = _headline(before.get(m)), _headline(now[m])
-        if a is None and before.get(m) is not None:
-            word = "not comparable (no cross-validated score at the base)"
-        elif a is None:
-            word = "new model"
-        elif b is None:
-            word = "no cross-validated score now"
-        elif a[0] == b[0]:
-            word = "unchanged"
-        elif a[1] is None or b[1] is None:
-            word = "changed (no interval on one side to judge it)"
-        elif b[1] > a[2]:
-            word = "**better, outside the noise**"
-        elif b[2] < a[1]:
-            word = "**worse, outside the noise**"
-        else:
-            word = "changed within the noise"
-        lines.append(f"| `{m}` | {fmt(a)} | {fmt(b)} | {word} |")
-    for m in sorted(set(before) - set(now)):
-        lines.append(f"| `{m}` | {fmt(_headline(before[m]))} | - | removed |")
-    return lines
-
-
-def build_comment(
-    parts: dict[str, list[str]], headline: list[str], metrics_diff: str, params_diff: str, base: str
-) -> str:
-    """The PR comment: the headline change per model first, then recommendation, comparison and
-    paired table; params diff; the full metrics diff folded (it lists every per-class figure)."""
-    rows = sum(1 for line in metrics_diff.splitlines() if line.startswith("|")) - 2
-    changed = [
-        f"## Params changed against `{base}`",
-        "",
-        params_diff.strip() or "_No parameter changed._",
-        "",
-        f"<details><summary>Full metrics diff against <code>{html.escape(base)}</code> ({max(rows, 0)} rows)</summary>",
-        "",
-        metrics_diff.strip() or "_No metric changed._",
-        "",
-        "</details>",
-        "",
-        "<sub>Generated by `python -m pipeline.cli pr-comment`.</sub>",
-    ]
-    keys = ("title", "headline", *(k for k in PR_SECTIONS if k != "title"), "changed")
-    return join({**parts, "headline": headline, "changed": changed}, keys)
-
-
-def pr_comment(base: str, params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> str:
-    """Run ``dvc metrics diff`` / ``dvc params diff`` against ``base`` (argument lists, no shell)."""
-
-    def dvc(*args: str) -> str:
-        res = subprocess.run(dvc_command(*args), capture_output=True, text=True, check=False, env=tool_env())
-        if res.returncode != 0:
-            return f"_`dvc {' '.join(args)}` failed: {res.stderr.strip().splitlines()[-1] if res.stderr else ''}_"
-        return res.stdout
-
-    def at_base(model: str) -> dict | None:
-        path = f"{reports_dir.as_posix()}/models/{model}/metrics.json"
-        res = subprocess.run(["git", "show", f"{base}:{path}"], capture_output=True, text=True, check=False)
-        return json.loads(res.stdout) if res.returncode == 0 else None
-
-    parts = sections(params, reports_dir, windows_dir, quarantine_path)
-    now = load_metrics(reports_dir, params.train.models)
-    headline = headline_changes({m: at_base(m) for m in now}, now, base)
-    metrics_diff, params_diff = dvc("metrics", "diff", "--md", base), dvc("params", "diff", "--md", base)
-    return build_comment(parts, headline, metrics_diff, params_diff, base)
 
 
 def main(
