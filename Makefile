@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Stages call `python -m pipeline.cli ...`: run them with the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint bench sweep serve flow clean
+.PHONY: install run pull push test lint bench sweep serve flow clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,15 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/dvc repro
+
+# Outputs through the DVC remote (.dvc/config; README "Reusing outputs"): `make pull` before
+# `make run` fetches what another clone or CI computed (outputs + run-cache: unchanged stages are
+# restored, not rerun); `make push` shares yours.
+pull: install
+	$(BIN)/dvc pull --run-cache --allow-missing
+
+push: install
+	$(BIN)/dvc push --run-cache
 
 test: install
 	$(BIN)/ruff check .

@@ -82,8 +82,9 @@ def make_workspace(work: Path, edit: Callable[[dict], None] | None = None) -> Pa
     for name in ("pipeline", ".dvc", "dvc.yaml", ".dvcignore"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    for junk in ("cache", "tmp"):
+    for junk in ("cache", "tmp", "remote"):
         shutil.rmtree(work / ".dvc" / junk, ignore_errors=True)
+    (work / ".dvc" / "config.local").unlink(missing_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(subjects=3, clips_per_class=1, seconds=3.0)
     params["windows"].update(size=20, stride=10, cv_folds=3)

@@ -1,5 +1,6 @@
 """The report a reviewer reads, the HTML page, and the pull-request comment builder."""
 
+import itertools
 import json
 import re
 
@@ -150,7 +151,7 @@ def test_the_worst_case_comment_fits_the_code_host():
     assert text.count("<details>") == text.count("</details>") >= 2
     assert "more lines cut to keep this comment under the code host's size limit" in text
     lines = text.splitlines()
-    for above, row in zip(lines, lines[1:], strict=False):  # GFM renders a table only if these agree
+    for above, row in itertools.pairwise(lines):  # GFM renders a table only if these agree
         if row.startswith("|---"):
             assert above.count("|") == row.count("|"), above
     assert "| `model_00_with_a_long_name` | 0.300 [0.25, 0.35] | 0.500 [0.45, 0.55] | **better" in text
