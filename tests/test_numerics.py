@@ -148,6 +148,10 @@ def run_stage(*args: str, env: dict[str, str]) -> None:
     assert res.returncode == 0, res.stderr
 
 
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def fingerprint(root, wdir, params, env) -> dict:
     out = {}
     for m in MODELS:
@@ -156,7 +160,7 @@ def fingerprint(root, wdir, params, env) -> dict:
         run_stage("evaluate", *common, "--reports", str(root / "reports"), env=env)
         metrics = json.loads((root / "reports" / m / "metrics.json").read_text())
         metrics.pop("latency_ms")  # a timing, not a result
-        log = (root / "reports" / m / "train_log.csv").read_bytes()
+        log = tree_bytes(root / "reports" / m / "training")
         oof = (root / "models" / m / "oof.parquet").read_bytes()
         out[m] = ((root / "models" / m / "model.pt").read_bytes(), log, metrics, oof)
     return out
@@ -186,7 +190,7 @@ def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
     for name, got in runs.items():
         for m in MODELS:
             assert got[m][0] == reference[m][0], f"{m}: other model bytes with {name}"
-            assert got[m][1] == reference[m][1], f"{m}: other train_log.csv with {name}"
+            assert got[m][1] == reference[m][1], f"{m}: other training log with {name}"
             assert got[m][2] == reference[m][2], f"{m}: other metrics with {name}"
             assert got[m][3] == reference[m][3], f"{m}: other out-of-fold predictions with {name}"
 
@@ -238,6 +242,6 @@ def test_folds_in_parallel_give_the_same_bytes_as_one_after_another(tmp_path):
         run_stage("train", *common, "--reports", str(root / "reports"), env={})
         files = ("model.pt", "oof.parquet", "folds.json", "config.json")
         runs.append({f: (root / "models" / "gru" / f).read_bytes() for f in files})
-        runs[-1]["train_log.csv"] = (root / "reports" / "gru" / "train_log.csv").read_bytes()
+        runs[-1]["training log"] = tree_bytes(root / "reports" / "gru" / "training")
     for f in runs[0]:
         assert runs[0][f] == runs[1][f], f

@@ -250,3 +250,26 @@ def test_models_inside_the_noise_are_reported_as_a_tie_and_the_smallest_is_named
     assert R.smallest(metrics, R.tied_with_best(paired)) == "gru"
     table = "\n".join(R.paired_table(metrics, paired, 8))
     assert "| `gru` | 0.880 |" in table and "| tie |" in table and "| worse |" in table
+
+
+def test_the_workflow_keeps_one_comment_and_reuses_outputs():
+    """The CI workflow finds its earlier comment by the marker the builder writes, links the uploaded
+    report, and runs the pipeline between a pull and a push of the DVC remote (with the run-cache)."""
+    from pipeline import review as V
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yml").read_text())
+    steps = wf["jobs"]["repro"]["steps"]
+    script = "\n".join(str(s.get("run", "")) for s in steps)
+    assert V.MARKER in script and "-X PATCH" in script and "gh pr comment" in script
+    assert "--report-url" in script and "steps.report.outputs.artifact-url" in script
+    order = [s.get("run", "").split()[:2] for s in steps if "make" in str(s.get("run", ""))]
+    assert ["make", "test"] in order
+    assert script.index("make pull") < script.index("make run") < script.index("make push")
+    assert any(
+        s.get("uses", "").startswith("actions/cache/restore") and s["with"]["path"] == ".dvc/remote" for s in steps
+    )
+    make = (ROOT / "Makefile").read_text()
+    assert "dvc pull --run-cache --allow-missing" in make and "dvc push --run-cache" in make
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "remote = local" in config and "url = remote" in config  # the embedded default: .dvc/remote
+    assert "/remote" in (ROOT / ".dvc" / ".gitignore").read_text().split()

@@ -4,12 +4,12 @@ import itertools
 import json
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.contracts.predictions import read_oof
+from pipeline.contracts.training_log import read_training_log
 from pipeline.contracts.windows import FORMAT, read_windows
 from pipeline.core.config import TrainParams, parse_params
 from pipeline.core.errors import ModelError
@@ -88,13 +88,21 @@ def test_generic_data_set_trains_without_code_changes(tmp_path):
         assert macro_f1(oy, proba.argmax(1), 3) > 0.8, name  # out of fold: subjects never seen
         final = Predictor.load(tmp_path / "models" / name)  # the final model, on all subjects
         assert macro_f1(y, final.proba(x).argmax(1), 3) > 0.8, name
-    log = pd.read_csv(tmp_path / "reports" / "gru" / "train_log.csv")
-    assert list(log.columns) == ["fold", "epoch", "train_loss", "train_f1", "val_loss", "val_f1", "lr"]
-    assert set(log["fold"].astype(str)) == {"0", "1", "2", "3", "4", "final"}
+    log = read_training_log(tmp_path / "reports" / "gru")  # dvclive's files, read back
+    assert set(log.columns) == {"run", "epoch", "train_loss", "train_f1", "val_loss", "val_f1", "lr"}
+    assert set(log["run"]) == {"fold0", "fold1", "fold2", "fold3", "fold4", "final"}
     folds = json.loads((tmp_path / "models" / "gru" / "folds.json").read_text())
     final_epochs = int(np.median([f["best_epoch"] for f in folds["folds"]]))
-    assert abs(len(log[log["fold"] == "final"]) - final_epochs) <= 1  # median (low) of the folds' best epochs
-    assert log["lr"].iloc[0] < log["lr"].max()  # warm-up
+    final = log[log["run"] == "final"]
+    assert abs(len(final) - final_epochs) <= 1 and final["val_f1"].isna().all()  # no validation for the final fit
+    fold0 = log[log["run"] == "fold0"]
+    assert fold0["epoch"].tolist() == list(range(1, len(fold0) + 1)) and fold0["lr"].iloc[0] < fold0["lr"].max()
+    tsv = (tmp_path / "reports" / "gru" / "training" / "plots" / "metrics" / "fold0" / "val_f1.tsv").read_text()
+    assert tsv.startswith("step\tval_f1\n0\t") and "timestamp" not in tsv  # what `dvc plots` reads, no clock
+    summary = json.loads((tmp_path / "reports" / "gru" / "training" / "metrics.json").read_text())
+    assert summary["fold0"]["val_f1"] == fold0["val_f1"].iloc[-1]  # `dvc metrics`/`dvc exp show`: last epoch
+    base = read_training_log(tmp_path / "reports" / "stats_lr")  # one-step fits log that step
+    assert set(base["run"]) == {f"fold{k}" for k in range(5)} and (base["epoch"] == 1).all()
 
 
 def test_no_subject_is_on_both_sides_of_a_fold(tmp_path):

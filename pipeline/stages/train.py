@@ -4,8 +4,9 @@ Writes ``models/<name>/``: the trained-model contract ``config.json`` + weights 
 final model (all subjects, ``median best epoch`` of the folds; its z-score normalisation is
 in the card), ``oof.parquet`` (every window's out-of-fold class probabilities,
 pipeline/contracts/predictions.py) and ``folds.json`` (per fold: subjects, best epoch,
-train/val/test macro-F1). ``reports/models/<name>/train_log.csv`` has one row per fold and
-epoch (no timings, so it too repeats byte for byte). Training runs with pinned CPU numerics
+train/val/test macro-F1). ``reports/models/<name>/training/`` holds the per-epoch curves of
+every fold and of the final model, logged with dvclive (pipeline/contracts/training_log.py; no
+timings, so it too repeats byte for byte). Training runs with pinned CPU numerics
 (pipeline/modeling/numerics.py): the same data and params give the same bytes on any
 x86-64 CPU, whatever ``train.workers``.
 """
@@ -17,13 +18,12 @@ import logging
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.contracts.model import ModelCard, inputs_of, write_card, write_weights
 from pipeline.contracts.predictions import write_oof
+from pipeline.contracts.training_log import write_training_log
 from pipeline.core.config import Params, load_params, resolve_workers
 from pipeline.core.errors import ModelError
-from pipeline.core.files import atomic_path, write_json
+from pipeline.core.files import write_json
 from pipeline.core.runtime import ModelName, ModelsDir, ParamsOpt, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import numerics, registry
 
@@ -73,11 +73,10 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     write_card(out, card)
     write_oof(out / "oof.parquet", index, cv.oof, list(meta["classes"]))
     write_json(out / "folds.json", {"folds": folds, "final": {"epochs": cv.final.best_epoch}})
-    log_rows = [{"fold": str(r.fold), **h} for r in cv.folds for h in r.history]
-    log_rows += [{"fold": "final", **h} for h in cv.final.history]
-    (reports_dir / name).mkdir(parents=True, exist_ok=True)
-    with atomic_path(reports_dir / name / "train_log.csv") as tmp:
-        pd.DataFrame(log_rows).round(6).to_csv(tmp, index=False)
+    runs = {f"fold{r.fold}": r.history for r in cv.folds} | {"final": cv.final.history}
+    if not any(runs.values()):  # fitted in one step (the statistics baselines): that step's train macro-F1
+        runs = {f"fold{f['fold']}": [{"train_f1": f["train_f1"]}] for f in folds}
+    write_training_log(reports_dir / name, runs)
     oof_f1 = macro_f1(y, cv.oof.argmax(1), len(meta["classes"]))
     return {
         "model": name,
