@@ -102,7 +102,7 @@ def test_generic_data_set_trains_without_code_changes(tmp_path):
     summary = json.loads((tmp_path / "reports" / "gru" / "training" / "metrics.json").read_text())
     assert summary["fold0"]["val_f1"] == fold0["val_f1"].iloc[-1]  # `dvc metrics`/`dvc exp show`: last epoch
     base = read_training_log(tmp_path / "reports" / "stats_lr")  # one-step fits log that step
-    assert set(base["run"]) == {f"fold{k}" for k in range(5)} and (base["epoch"] == 1).all()
+    assert set(base["run"]) == {*(f"fold{k}" for k in range(5)), "final"} and (base["epoch"] == 1).all()
 
 
 def test_no_subject_is_on_both_sides_of_a_fold(tmp_path):

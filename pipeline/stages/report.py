@@ -441,7 +441,10 @@ def sections(
             f"{r.confidence:.2f} |"
             for r in w.itertuples()
         ]
-    lines += ["", "Per model: `reports/models/<model>/` (metrics.json, figures/, wrong.csv, training/: per-epoch curves, dvclive)."]
+    lines += [
+        "",
+        "Per model: `reports/models/<model>/` (metrics.json, figures/, wrong.csv; training/: per-epoch curves).",
+    ]
     out["best_model"] = lines
     return out
 

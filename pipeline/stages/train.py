@@ -73,10 +73,7 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     write_card(out, card)
     write_oof(out / "oof.parquet", index, cv.oof, list(meta["classes"]))
     write_json(out / "folds.json", {"folds": folds, "final": {"epochs": cv.final.best_epoch}})
-    runs = {f"fold{r.fold}": r.history for r in cv.folds} | {"final": cv.final.history}
-    if not any(runs.values()):  # fitted in one step (the statistics baselines): that step's train macro-F1
-        runs = {f"fold{f['fold']}": [{"train_f1": f["train_f1"]}] for f in folds}
-    write_training_log(reports_dir / name, runs)
+    write_training_log(reports_dir / name, {f"fold{r.fold}": r.history for r in cv.folds} | {"final": cv.final.history})
     oof_f1 = macro_f1(y, cv.oof.argmax(1), len(meta["classes"]))
     return {
         "model": name,
