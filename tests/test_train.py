@@ -155,3 +155,21 @@ def test_each_fold_normalises_with_its_training_windows_only(tmp_path):
     assert res.normaliser == Normaliser.fit(x[rows.train])
     assert res.normaliser != Normaliser.fit(x)  # the scored subjects' values (f2 offsets) are not in it
     assert res.proba.shape == (len(rows.test), 3)
+
+
+def test_the_training_log_is_written_in_a_git_repo_without_commits(tmp_path, monkeypatch):
+    """dvclive looks at the repository it runs in; a fresh `git init` (no commit yet) made it fail, and
+    it would post to DVC Studio when a token is configured. Neither happens here."""
+    import subprocess
+
+    from pipeline.contracts.training_log import write_training_log
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_STUDIO_TOKEN", "not-a-token")  # would be used to post, were Studio not off
+    monkeypatch.setenv("DVC_STUDIO_URL", "http://127.0.0.1:9")  # and nothing listens there
+    history = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val_f1": 0.5, "lr": 0.001} for e in range(3)]
+    write_training_log(tmp_path / "m", {"fold0": history, "final": history[:2]})
+    log = read_training_log(tmp_path / "m")
+    assert len(log[log["run"] == "fold0"]) == 3 and len(log[log["run"] == "final"]) == 2
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["training"]  # no dvc.yaml, no report

@@ -23,16 +23,29 @@ DIR = "training"
 METRICS = ("train_loss", "train_f1", "val_loss", "val_f1", "lr")
 
 
+def _logger(path: Path):
+    """dvclive's file writer without its repository side: no experiment tracking (it failed in a git
+    repo without commits), no DVC Studio posts (nothing goes over the network at run time)."""
+    from dvclive import Live
+
+    class FileLive(Live):
+        def _init_dvc(self) -> None:
+            pass
+
+        def _init_studio(self) -> None:
+            self._studio_events_to_skip.update({"start", "data", "done"})
+
+    return FileLive(str(path), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
 def write_training_log(out_dir: Path, runs: dict[str, list[dict]]) -> Path:
     """``runs``: run name (``fold0``, ..., ``final``) -> one dict per epoch. Written into a temporary
     folder beside ``out_dir / DIR`` and renamed over it, so a killed run leaves the old log whole."""
-    from dvclive import Live
-
     target = Path(out_dir) / DIR
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DIR}.", suffix=".tmp", dir=target.parent))
     try:
-        with Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        with _logger(tmp) as live:
             for epoch in range(max((len(h) for h in runs.values()), default=0)):
                 for run, history in runs.items():
                     if epoch < len(history):
