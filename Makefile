@@ -32,7 +32,7 @@ push: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -26,7 +26,7 @@ from pipeline.modeling.fingerprint import REFERENCE
 from tests.conftest import ROOT
 from tests.test_train import make_set
 
-MODELS = ("gru", "lstm_attn", "transformer")  # recurrent, recurrent + attention, self-attention
+MODELS = ("lstm_attn", "transformer")  # our recurrent kernels + additive attention; self-attention blocks
 OTHER_CPUS = {
     "as is": {},
     "AVX2-only MKL/oneDNN": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -175,7 +175,6 @@ def test_training_is_identical_under_simulated_instruction_sets(tmp_path):
             {
                 "train": {"models": list(MODELS), "epochs": 3, "patience": 3},
                 "hparams": {
-                    "gru": {"hidden": 16},
                     "lstm_attn": {"hidden": 16},
                     "transformer": {"d_model": 16, "ff": 32, "layers": 1},
                 },
