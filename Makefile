@@ -29,10 +29,11 @@ pull: install
 push: install
 	$(BIN)/dvc push --run-cache
 
+# Test files run in parallel (pytest-xdist), each file on one worker: its module fixtures are built once.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -n auto --dist loadgroup
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -91,12 +91,16 @@ def watch(
     settle_s: float = 5.0,
     stop: threading.Event | None = None,
     on_change: Callable[[Path, list[str]], Any] = emit_change,
+    ready: threading.Event | None = None,
 ) -> None:
-    """Poll until ``stop`` is set; call ``on_change`` once per settled batch of changes."""
+    """Poll until ``stop`` is set; call ``on_change`` once per settled batch of changes. ``ready`` is
+    set once the first snapshot is taken (changes before it are the starting state, not changes)."""
     root = Path(root).resolve()
     stop = stop or threading.Event()
     targets = _targets(root, [])
     base = snapshot(root, targets)
+    if ready is not None:
+        ready.set()
     while not stop.wait(interval_s):
         now = snapshot(root, targets)
         if not changes(base, now):

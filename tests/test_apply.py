@@ -19,9 +19,6 @@ from pipeline.apply.events import AlertTracker, override_thresholds, segments
 from pipeline.core.errors import ConfigError
 from tests.conftest import dvc_env, make_workspace
 
-# one xdist worker runs this module (its expensive module/session fixtures are built once): make test
-pytestmark = pytest.mark.xdist_group("test_apply")
-
 CLASSES = ["normal", "phonecall", "text", "yawn"]
 
 

@@ -5,9 +5,6 @@ import pytest
 from pipeline.stages import frames, landmarks
 from tests.conftest import tiny_params, write_clip
 
-# one xdist worker runs this module (its expensive module/session fixtures are built once): make test
-pytestmark = pytest.mark.xdist_group("test_dask")
-
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -10,9 +10,6 @@ from pipeline.stages import evaluate as E
 from pipeline.stages import train as T
 from tests.test_train import CLASSES, make_set, params
 
-# one xdist worker runs this module (its expensive module/session fixtures are built once): make test
-pytestmark = pytest.mark.xdist_group("test_evaluate")
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

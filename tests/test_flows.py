@@ -179,9 +179,9 @@ def test_watcher_reports_each_settled_batch_once(tmp_path):
     raw = work / "data" / "raw"
     raw.mkdir(parents=True)
     seen: list[list[str]] = []
-    stop = threading.Event()
-    kwargs = {"interval_s": 0.1, "settle_s": 0.8, "stop": stop, "on_change": lambda root, changed: seen.append(changed)}
-    t = threading.Thread(target=fw.watch, args=(work,), kwargs=kwargs)
+    stop, ready = threading.Event(), threading.Event()
+    kwargs = {"interval_s": 0.1, "settle_s": 0.8, "stop": stop, "ready": ready}
+    t = threading.Thread(target=fw.watch, args=(work,), kwargs={**kwargs, "on_change": lambda r, c: seen.append(c)})
     t.start()
 
     def wait_for(n: int) -> None:
@@ -190,7 +190,7 @@ def test_watcher_reports_each_settled_batch_once(tmp_path):
             time.sleep(0.05)
 
     try:
-        time.sleep(1.0)  # the watcher takes its first snapshot
+        assert ready.wait(120)  # the watcher took its first snapshot (after a `dvc dag`: slow on a busy machine)
         (raw / "videos").mkdir()
         (raw / "videos" / "a.mp4").write_bytes(b"x" * 10)
         time.sleep(0.3)

@@ -22,9 +22,6 @@ from pipeline.vision.framefeatures import video_features
 from pipeline.vision.landmarker import detect_video
 from pipeline.vision.video import VideoError, probe
 
-# one xdist worker runs this module (its expensive module/session fixtures are built once): make test
-pytestmark = pytest.mark.xdist_group("test_realworld")
-
 
 def write_av(path: Path, rgb: list[np.ndarray], times: list[float], rotation: int = 0) -> Path:
     """MPEG-4 in .mp4 with the given presentation times (s) and display rotation (degrees, counter-clockwise)."""
