@@ -161,10 +161,13 @@ def monitor(
         o = M.MonitorOptions(
             mode, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, not fast, show, decisions, seconds
         )
-        if out is None:
-            return M.run(source, m, o, M.json_lines())
-        with out.open("a") as f:
-            return M.run(source, m, o, M.json_lines(f))
+        if out is None:  # the summary is the last JSON line on stdout, printed by run_stage
+            return {"event": "summary", **M.run(source, m, o, M.json_lines())}
+        with out.open("a") as f:  # every line, the summary too, goes to the file; stdout stays empty
+            emit = M.json_lines(f)
+            emit({"event": "summary", **M.run(source, m, o, emit)})
+        typer.echo(f"monitor: events and summary appended to {out}", err=True)
+        return None
 
     run_stage(work)
 

@@ -283,7 +283,12 @@ def test_monitor_plays_a_file_at_its_own_pace(trained):
     video = str(trained / "data" / "demo" / "videos" / "s02_normal_1.mp4")
     res = cli(trained, "monitor", video, "--seconds", "2", "--model", "stats_lr")
     summary = json.loads(res.stdout.splitlines()[-1])
-    assert summary["frames"] == 30 and summary["wall_s"] >= 1.8
+    assert summary["event"] == "summary" and summary["frames"] == 30 and summary["wall_s"] >= 1.8
+    out = trained / "monitor.jsonl"
+    res = cli(trained, "monitor", video, "--seconds", "1", "--fast", "--model", "stats_lr", "--out", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert res.stdout == "" and lines[0]["event"] == "calibrating" and lines[-1]["event"] == "summary"
+    assert f"appended to {out}" in res.stderr
 
 
 @pytest.mark.slow
@@ -456,3 +461,17 @@ def test_monitor_show_without_a_display_is_refused_before_it_starts(trained):
         text=True,
     )
     assert res.returncode == 1 and "error: --show needs a display" in res.stderr and res.stdout == ""
+
+
+def test_an_untrained_model_name_lists_the_trained_ones(tmp_path):
+    from pipeline.apply.model import load_model
+    from pipeline.core.errors import ModelError
+
+    for name in ("gru", "stats_lr"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    with pytest.raises(ModelError) as err:
+        load_model("lstm", "alert", tmp_path, tmp_path)
+    assert str(err.value) == f"no trained model 'lstm' in {tmp_path} (trained: gru, stats_lr)"
+    with pytest.raises(ModelError, match=r"trained: none yet: run `dvc repro`"):
+        load_model("lstm", "alert", tmp_path / "empty", tmp_path)

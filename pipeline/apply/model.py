@@ -138,6 +138,9 @@ def load_model(model: str | None, mode: str, models_dir: Path, reports_dir: Path
     name = model or recommended_model(reports_dir, mode)
     folder = Path(models_dir) / name
     if not folder.is_dir():
-        have = sorted(p.name for p in Path(models_dir).glob("*/config.json")) if Path(models_dir).is_dir() else []
-        raise ModelError(f"no trained model '{name}' in {models_dir} (trained: {[Path(h).parent for h in have]})")
+        have = (
+            sorted(p.parent.name for p in Path(models_dir).glob("*/config.json")) if Path(models_dir).is_dir() else []
+        )
+        trained = ", ".join(have) if have else "none yet: run `dvc repro`"
+        raise ModelError(f"no trained model '{name}' in {models_dir} (trained: {trained})")
     return from_folder(folder, Path(reports_dir) / "models" / name / "metrics.json")
