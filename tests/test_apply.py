@@ -386,6 +386,8 @@ def test_the_overlay_draws_the_mesh_the_class_and_the_bars():
     face = np.stack([np.linspace(150, 250, 478), np.linspace(100, 200, 478), np.zeros(478)], axis=1)
     overlay(img, face, {"normal": 0.2, "text": 0.8}, "text", scale=1.0)
     assert (img[face[:, 1].astype(int), face[:, 0].astype(int)] == (0, 255, 0)).all()  # every mesh point
+    x, y = int(face[0, 0]), int(face[0, 1])
+    assert (img[y - 1 : y + 2, x] == (0, 255, 0)).all() and (img[y, x - 1 : x + 2] == (0, 255, 0)).all()  # a dot
     bars = img[18:48, 80:215]
     assert (bars == (0, 200, 255)).all(axis=2).sum(axis=1).max() > 90  # the 0.8 bar is long
     assert img[:14, :60].any()  # the label

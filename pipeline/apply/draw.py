@@ -16,6 +16,7 @@ from pipeline.core.files import atomic_path
 from pipeline.vision.video import decode
 
 MAX_WIDTH = 640  # annotated videos are scaled down to this width (file size; the mesh stays visible)
+MESH_DOT = 1  # radius in pixels of a mesh point: a 3-pixel dot
 
 
 def overlay(img: np.ndarray, face: np.ndarray | None, probs: dict[str, float] | None, label: str, scale: float = 1.0):
@@ -26,7 +27,8 @@ def overlay(img: np.ndarray, face: np.ndarray | None, probs: dict[str, float] | 
     if face is not None and np.isfinite(face).all():
         xy = np.round(face[:, :2] * scale).astype(np.int64)
         ok = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-        img[xy[ok, 1], xy[ok, 0]] = (0, 255, 0)
+        for x, y in xy[ok]:  # dots, not single pixels: visible after the video is scaled and compressed
+            cv2.circle(img, (int(x), int(y)), MESH_DOT, (0, 255, 0), -1, cv2.LINE_8)
     cv2.rectangle(img, (0, 0), (min(w, 220), 18 + 14 * len(probs or {})), (0, 0, 0), -1)
     cv2.putText(img, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     for i, (c, p) in enumerate((probs or {}).items()):
