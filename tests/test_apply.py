@@ -84,15 +84,36 @@ def test_the_monitors_ring_buffer_holds_what_the_landmarks_file_would(tmp_path):
         np.testing.assert_array_equal(live[key], from_file[key], err_msg=key)
 
 
-def test_live_ticks_take_the_first_frame_at_each_tick_and_mark_holes_stale():
+def test_live_ticks_take_the_nearest_frame_and_mark_holes_stale():
     from pipeline.apply.monitor import ticks
 
     src = [(t, t) for t in (0.0, 0.04, 0.08, 0.12, 0.16, 0.20, 0.9, 0.94)]  # 25 fps, then a 0.7-s hole
     got = list(ticks(iter(src), fps=10))
     assert [k for k, _ in got] == list(range(10))
-    assert [f for _, f in got[:3]] == [0.0, 0.12, 0.20]
-    assert all(f is None for _, f in got[3:8])  # 0.3..0.7 s: no frame within a period
+    assert [f for _, f in got[:4]] == [0.0, 0.08, 0.20, 0.20]  # 0.1 s: 0.08 is nearer than 0.12
+    assert all(f is None for _, f in got[4:8])  # 0.4..0.7 s: no frame within a period
     assert got[8][1] == got[9][1] == 0.9
+
+
+@pytest.mark.parametrize("src_fps", [5, 10, 12, 15, 24, 30, 60])  # not 7.5: spacing/2 = 1/15 exactly
+def test_live_ticks_follow_the_frames_stage_plan_at_any_source_rate(src_fps):
+    """What the monitor shows at each tick is what `predict` (the frames stage's plan) shows for the
+    same recording, including slow sources (a 5-fps clip was stale two ticks in three) and jitter."""
+    from pipeline.apply.monitor import ticks
+    from pipeline.vision.frameplan import resample_times, stale_frames
+
+    rng = np.random.default_rng(int(src_fps * 10))
+    src_t = np.arange(int(20 * src_fps)) / src_fps + rng.uniform(-0.1, 0.1, int(20 * src_fps)) / src_fps
+    src_t[0] = 0.0
+    idx = resample_times(src_t, 15)
+    stale = stale_frames(src_t, idx, 15)
+    got = list(ticks(iter((t, i) for i, t in enumerate(src_t)), fps=15))
+    n = len(got) - 2 * 15  # the plan also holds the last frame a little; the first 30 intervals warm up
+    live = [f for _, f in got[30:n]]
+    planned = [None if s else int(i) for i, s in zip(idx[30:n], stale[30:n], strict=True)]
+    assert live == planned
+    if src_fps <= 15:
+        assert not any(f is None for _, f in got)  # a slow, steady source is never stale
 
 
 # --- a trained tiny workspace --------------------------------------------------------------------

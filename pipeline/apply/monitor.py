@@ -1,8 +1,8 @@
 """``monitor``: a trained model on a live stream (camera, RTSP/HTTP, or a video file played at
 its own pace), alerts as JSON lines.
 
-Per frame, the training path: frames are taken at the model's rate (the first source frame at
-or after each tick; ticks with no frame near them are stale, as in the frames stage), upright,
+Per frame, the training path: frames are taken at the model's rate (the source frame nearest each
+tick; ticks with no frame near them are stale, by the frames stage's rule), upright,
 letterboxed, through the same :class:`~pipeline.vision.landmarker.Landmarker`; the last frames'
 landmarks live in a bounded ring buffer. Every ``stride`` frames the buffer becomes features
 (:func:`~pipeline.vision.framefeatures.video_features`, the same function as training), the
@@ -157,19 +157,29 @@ def _file(path: Path, paced: bool) -> Iterator[tuple[float, np.ndarray]]:
 
 
 def ticks(frames: Iterator[tuple[float, np.ndarray]], fps: float) -> Iterator[tuple[int, np.ndarray | None]]:
-    """(output frame k, frame or None when stale) at ``fps``: each tick k/fps takes the first
-    source frame at or after it; ticks passed with no source frame within a period are stale."""
+    """(output frame k, frame or None when stale) at ``fps``, as the frames stage plans a file
+    (pipeline/vision/frameplan.py): tick k/fps shows the source frame nearest in time (the earlier
+    one on a tie) and is stale when that frame is farther than one output period, or than half the
+    source's typical spacing when that is longer (a slow source: a 5-fps camera is not stale two
+    ticks in three). A tick is decided when the first frame after it arrives, at most one source
+    interval late; the typical spacing is the median of the last 30 intervals."""
     k = 0
-    tol = 1.0 / fps
-    first = None
+    first: float | None = None
+    prev: tuple[float, np.ndarray] | None = None
+    spacing: collections.deque[float] = collections.deque(maxlen=30)
     for t, frame in frames:
         if first is None:
             first = t
         t -= first
-        while k / fps <= t + 1e-6:
-            stale = t - k / fps > tol
-            yield k, (None if stale else frame)
+        if prev is not None:
+            spacing.append(t - prev[0])
+        tol = max(1.0 / fps, float(np.median(spacing)) / 2 if spacing else 0.0) * (1 + 1e-6)
+        while k / fps <= t + 1e-9:
+            tk = k / fps
+            src_t, shown = prev if prev is not None and tk - prev[0] <= t - tk + 1e-9 else (t, frame)
+            yield k, (None if abs(tk - src_t) > tol else shown)
             k += 1
+        prev = (t, frame)
 
 
 class Monitor:
