@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Prefect flows that drive the DVC pipeline.",
 )
 Workspace = Annotated[Path, typer.Option("--workspace", help="project folder holding dvc.yaml and params.yaml")]
+EPHEMERAL_WAIT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # Prefect's wait for a temporary server
 
 
 @app.command()
@@ -32,6 +33,9 @@ def run(
     # The temporary server's telemetry service races its own start-up for the SQLite file
     # ("database is locked" traceback); we send no telemetry anyway. Read when prefect loads.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh Prefect home migrates its database first: on a busy machine that outlasts Prefect's
+    # default 20-s wait for the temporary server ("Timed out while attempting to connect").
+    os.environ.setdefault(EPHEMERAL_WAIT, "180")
     from flows.pipeline_flow import driver_pipeline
     from pipeline.core.config import load_params
 
@@ -90,6 +94,7 @@ def inbox(
     """One inbox run now: score the new videos in params schedule.inbox (uses $PREFECT_API_URL, or a
     temporary server)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault(EPHEMERAL_WAIT, "180")  # as in `run`
     from flows.inbox_flow import score_inbox
     from pipeline.core.config import load_params
 
@@ -116,10 +121,19 @@ def watch(workspace: Workspace = Path(".")) -> None:
         _watch(root, interval_s=sched.watch_interval_s, settle_s=sched.settle_s)
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: let the shutdown finish
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     # Ctrl-C must work even when a shell started us as a background job (SIGINT ignored, and
     # inherited by every child: `serve` stops its deployment with SIGINT), as the stages do
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM takes Ctrl-C's path: the run's stage group is stopped AND the temporary Prefect server
+    # `run` may have started is stopped at exit. Killed by the signal's default action instead, this
+    # process left that server running, an orphan holding the terminal's output open.
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     app()

@@ -71,6 +71,13 @@ ThresholdOpt = Annotated[
     list[str], typer.Option("--threshold", help="override: CLASS=P for one class, or P for every class (repeatable)")
 ]
 ModelsDirOpt = Annotated[Path, typer.Option("--models", help="trained models folder")]
+UnfamiliarOpt = Annotated[
+    bool,
+    typer.Option(
+        help="windows unlike the model's training windows are reported 'unfamiliar' and never alert "
+        "(--no-unfamiliar: give them a class anyway)"
+    ),
+]
 
 
 def _load(model: str | None, mode: str, models_dir: Path, reports_dir: Path):
@@ -109,6 +116,7 @@ def predict(
         bool, typer.Option(help="also write annotated.mp4 per video (mesh, class, probabilities)")
     ] = False,
     workers: Annotated[int, typer.Option(help="videos measured at once (0 = all cores)")] = 0,
+    unfamiliar: UnfamiliarOpt = True,
     params: ParamsOpt = Path("params.yaml"),
     models_dir: ModelsDirOpt = Path("models"),
     reports_dir: ReportsDir = Path("reports"),
@@ -126,7 +134,9 @@ def predict(
         ap = load_params(params).apply
         m = _load(model, mode, models_dir, reports_dir)
         thr = override_thresholds(m.thresholds[mode], threshold) if threshold else None
-        o = P.Options(mode, baseline, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, annotate, workers)
+        o = P.Options(
+            mode, baseline, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, annotate, workers, unfamiliar
+        )
         return P.run(source, m, out, o)
 
     run_stage(work)
@@ -145,6 +155,7 @@ def monitor(
     decisions: Annotated[bool, typer.Option(help="also print every window's probabilities")] = False,
     seconds: Annotated[float | None, typer.Option(help="stop after this much stream time")] = None,
     out: Annotated[Path | None, typer.Option(help="append the JSON lines to this file instead of stdout")] = None,
+    unfamiliar: UnfamiliarOpt = True,
     params: ParamsOpt = Path("params.yaml"),
     models_dir: ModelsDirOpt = Path("models"),
     reports_dir: ReportsDir = Path("reports"),
@@ -159,7 +170,16 @@ def monitor(
         m = _load(model, mode, models_dir, reports_dir)
         thr = override_thresholds(m.thresholds[mode], threshold) if threshold else None
         o = M.MonitorOptions(
-            mode, ap.calibration_s, ap.alert_clear_s, ap.quiet_class, thr, not fast, show, decisions, seconds
+            mode,
+            ap.calibration_s,
+            ap.alert_clear_s,
+            ap.quiet_class,
+            thr,
+            realtime=not fast,
+            show=show,
+            decisions=decisions,
+            max_seconds=seconds,
+            unfamiliar=unfamiliar,
         )
         if out is None:  # the summary is the last JSON line on stdout, printed by run_stage
             return {"event": "summary", **M.run(source, m, o, M.json_lines())}
@@ -200,6 +220,34 @@ def export(
                     f"{res['parity']['max_abs_diff']:.2g} (> 1e-5); please report this as a bug"
                 )
         return res
+
+    run_stage(work)
+
+
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dmd, uta-rldd or yawdd")],
+    source: Annotated[Path, typer.Argument(help="the data set's root folder (becomes data.raw_dir)")],
+    params: ParamsOpt = Path("params.yaml"),
+    labels_file: Annotated[str, typer.Option(help="the labels file written into SOURCE")] = "labels.csv",
+    force: Annotated[bool, typer.Option(help="overwrite an existing labels file")] = False,
+) -> None:
+    """A public data set's annotations -> SOURCE/labels.csv (checked) and params.yaml's data section
+    (raw_dir, classes, label_map: the data set's own labels -> classes)."""
+    from pipeline import importers
+
+    def work() -> dict:
+        res = importers.run(fmt, source, params, labels_file, force)
+        for item in res["not_imported"]:
+            typer.echo(f"not imported: {item}", err=True)
+        for note in res["notes"]:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(
+            f"{fmt}: {res['rows']} labelled row(s), {res['videos']} video(s) of {res['subjects']} subject(s) -> "
+            f"{res['labels']}; classes {res['classes']} in {res['params']} (data section); run `dvc repro`",
+            err=True,
+        )
+        return {k: res[k] for k in ("format", "videos", "subjects", "labels_found", "classes")}
 
     run_stage(work)
 

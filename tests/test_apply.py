@@ -17,7 +17,7 @@ import pytest
 from pipeline.apply.calibration import calibration_end, calibration_rows
 from pipeline.apply.events import AlertTracker, override_thresholds, segments
 from pipeline.core.errors import ConfigError
-from tests.conftest import dvc_env, make_workspace
+from tests.conftest import dvc_env, make_workspace, migrated_prefect_home
 
 CLASSES = ["normal", "phonecall", "text", "yawn"]
 
@@ -31,8 +31,13 @@ def test_one_behaviour_gives_one_alert_and_it_clears_after_the_hold():
         t = i * 0.5
         events += [(t, e) for e in tr.update(t, {"normal": 0.99, "text": p, "yawn": 0.0})]
     kinds = [(t, e["event"], e["class"]) for t, e in events]
-    assert kinds == [(0.5, "alert", "text"), (4.5, "clear", "text")]  # 2 s after the last 0.9 at 2.5 s
+    assert kinds == [(0.5, "alert", "text"), (5.0, "clear", "text")]  # below from 3.0 s to 5.0 s: 2 s
     assert events[1][1]["peak"] == 0.9 and events[1][1]["start_s"] == 0.5
+    # a yawn with a lull: 3 decisions below threshold (a stride of 0.67 s: 1.3 s) keep the one alert
+    tr = AlertTracker({"normal": 0.5, "yawn": 0.6}, quiet="normal", clear_s=2.0)
+    yawn = [0.9, 0.9, 0.9, 0.9, 0.3, 0.3, 0.3, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
+    events = [e for i, p in enumerate(yawn) for e in tr.update(round(i * 2 / 3, 3), {"normal": 0.0, "yawn": p})]
+    assert [(e["event"], e["t"]) for e in events] == [("alert", 0.0), ("clear", 8.0)]  # below from 6.0 s
     # a window without a decision (no face) counts as below threshold; the quiet class never alerts
     tr = AlertTracker({"normal": 0.1, "yawn": 0.5}, quiet="normal", clear_s=0.0)
     assert tr.update(0.0, {"normal": 1.0, "yawn": 0.9}, live=False) == []
@@ -118,7 +123,7 @@ def test_live_ticks_follow_the_frames_stage_plan_at_any_source_rate(src_fps):
 
 # --- a trained tiny workspace --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, tiny_data) -> Path:
     def edit(p: dict) -> None:
         p["train"]["models"] = ["majority", "stats_lr", "stats_gbm", "gru"]
         p["apply"]["calibration_s"] = 2.0
@@ -188,8 +193,14 @@ def test_predict_gives_the_probabilities_evaluate_scores(trained, model, tmp_pat
         assert all((d / name).exists() for d in out.iterdir() if d.is_dir()), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == model and summary["mode"] == "alert" and summary["baseline"] == "subject"
+    # the training drivers' own windows are familiar: the score is there, the cut-off rarely crossed
+    assert (tl["unfamiliar_score"] >= 0).all() and tl["unfamiliar"].mean() < 0.2
+    assert summary["unfamiliar"]["checked"] and summary["unfamiliar"]["share"] < 0.2
     md = (out / "summary.md").read_text()
     assert f"Model `{model}`" in md and "| videos/s01_text_1.mp4 | s01 |" in md
+    # one driver, 3 short clips: the short-baseline warning once, under the drivers, not once per clip
+    assert md.count("have a baseline from less than 60 s") == 1 and "## Driver baselines" in md
+    assert summary["driver_warnings"] and not any(v["warnings"] for v in summary["videos"].values())
     assert (out / "summary.html").read_text().startswith("<!doctype html>")
 
 
@@ -221,6 +232,59 @@ def test_predict_takes_the_recommended_model_and_reports_what_it_cannot_use(trai
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     assert n == summary["videos"]["drive"]["frames"] == 45
+
+
+@pytest.mark.slow
+def test_video_unlike_the_training_video_is_unfamiliar_not_a_confident_class(trained, tmp_path):
+    """predict and monitor: the training drivers' own video is familiar; with a card whose cut-off makes
+    everything far, every decided window is 'unfamiliar' (no class, no alert) and the summaries say
+    what share; --no-unfamiliar decides them anyway."""
+    import shutil
+
+    video = str(subject_csv(trained, "s01"))  # the training drivers' own video: familiar (see the test above)
+    models = tmp_path / "models"
+    shutil.copytree(trained / "models" / "stats_gbm", models / "stats_gbm")
+    card = json.loads((models / "stats_gbm" / "config.json").read_text())
+    card["familiarity"]["cutoff"] = 1e-9  # as if this video were unlike anything in training
+    (models / "stats_gbm" / "config.json").write_text(json.dumps(card))
+    far = tmp_path / "far"
+    res = cli(trained, "predict", video, "--out", str(far), "--model", "stats_gbm", "--models", str(models))
+    tl = pd.concat([pd.read_parquet(p) for p in sorted(far.glob("*/timeline.parquet"))])
+    decided = tl[tl["label"] != ""]
+    assert len(decided) > 0 and (decided["label"] == "unfamiliar").all() and decided["unfamiliar"].all()
+    assert all(pd.read_csv(p).empty for p in far.glob("*/alerts.csv"))  # no alert on unfamiliar video
+    summary = json.loads((far / "summary.json").read_text())
+    assert summary["unfamiliar"]["share"] == 1.0 and all(
+        v["unfamiliar_share"] == 1.0 for v in summary["videos"].values()
+    )
+    assert "**Unfamiliar: 100.0% of decided windows**" in (far / "summary.md").read_text()
+    assert "are unlike anything model 'stats_gbm' was trained on" in res.stderr
+    anyway = tmp_path / "anyway"
+    args = ["--model", "stats_gbm", "--models", str(models), "--no-unfamiliar"]
+    cli(trained, "predict", video, "--out", str(anyway), *args)
+    tl = pd.concat([pd.read_parquet(p) for p in sorted(anyway.glob("*/timeline.parquet"))])
+    assert (
+        set(tl["label"]) <= set(CLASSES) | {""}
+        and not json.loads((anyway / "summary.json").read_text())["unfamiliar"]["checked"]
+    )
+    clip = str(trained / "data" / "demo" / "videos" / "s01_yawn_1.mp4")
+    res = cli(trained, "monitor", clip, "--fast", "--model", "stats_gbm", "--models", str(models))
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [e["event"] for e in events].count("unfamiliar") == 1 and "alert" not in [e["event"] for e in events]
+    assert events[-1]["unfamiliar_share"] == 1.0 and events[-1]["windows"] > 0
+
+
+@pytest.mark.slow
+def test_predict_on_a_full_disk_stops_instead_of_quarantining_every_video(trained, tmp_path):
+    from pipeline.core.errors import MachineError
+    from tests.test_machine_faults import assert_stopped_by_the_machine, small_fs
+
+    video = str(subject_csv(trained, "s01"))
+    with small_fs(tmp_path / "full", 64, fill=True) as fs:
+        res = cli(trained, "predict", video, "--out", str(fs / "pred"), "--model", "stats_lr", ok=False)
+    assert res.returncode == MachineError.exit_code
+    res.stdout = res.stdout.strip()
+    assert_stopped_by_the_machine(res, "no space")
 
 
 @pytest.mark.slow
@@ -305,6 +369,9 @@ def test_monitor_plays_a_file_at_its_own_pace(trained):
     res = cli(trained, "monitor", video, "--seconds", "2", "--model", "stats_lr")
     summary = json.loads(res.stdout.splitlines()[-1])
     assert summary["event"] == "summary" and summary["frames"] == 30 and summary["wall_s"] >= 1.8
+    from pipeline.vision.mediapipe import CHATTER
+
+    assert not [line for line in res.stderr.splitlines() if CHATTER.search(line)]  # no native log lines
     out = trained / "monitor.jsonl"
     res = cli(trained, "monitor", video, "--seconds", "1", "--fast", "--model", "stats_lr", "--out", str(out))
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -445,7 +512,7 @@ def test_serve_with_inbox_serves_both_deployments_on_one_server_and_stops(tmp_pa
     work = toy_workspace(tmp_path / "w")
     port = _free_port()
     env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PREFECT_HOME"] = str(migrated_prefect_home(tmp_path / "prefect-home"))
     cmd = [sys.executable, "-m", "flows", "serve", "--workspace", str(work), "--port", str(port), "--inbox"]
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:

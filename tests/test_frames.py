@@ -55,6 +55,19 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_path_gives_outputs_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    code = "import sys; from pipeline.core.files import write_json; write_json(sys.argv[1], {'a': 1})"
+    for umask in (0o022, 0o002):
+        out = tmp_path / f"m{umask:o}.json"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, preexec_fn=lambda m=umask: os.umask(m))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # others can read what a stage wrote
+
+
 @pytest.fixture
 def bad_raw(tmp_path, clip_frames, subject):
     """A raw folder with one good clip and every kind of bad input."""

@@ -62,6 +62,11 @@ def test_segments(raw):
         ("video,subject,label\nvideos/a.mp4,s1,yawn\nvideos/a.mp4,s2,text\n", r"row 3: .*subject 's2' here but 's1'"),
         ("video,subject,label\nvideos/a.mp4,,yawn\n", r"row 2: empty subject"),
         ("video,subject,label,extra\nvideos/a.mp4,s1,yawn,1\n", r"unknown column\(s\) \['extra'\]"),
+        (
+            "video,subject,label\nvideos/a.mp4,s1,yawn,\nvideos/b.mp4,s2,text,\n",
+            r"row 2: 4 fields but the header has 3 \(video,subject,label\) \(a trailing comma\?\)",
+        ),
+        ("video,subject,label\nvideos/a.mp4,s1\n", r"row 2: 2 fields but the header has 3"),
     ],
 )
 def test_errors_name_the_row(raw, text, pattern):
@@ -85,3 +90,21 @@ def test_missing_labels_file_says_what_to_do(tmp_path):
 def test_video_ids_are_safe_and_distinct():
     assert video_id_for("cars/a b.mp4") == "cars__a_b"
     assert video_id_for("x.mp4") != video_id_for("d/x.mp4")
+
+
+def test_a_label_map_turns_a_data_sets_labels_into_classes_and_drops_what_maps_to_nothing(raw, caplog):
+    (raw / "labels.csv").write_text(
+        "video,subject,label,start_s,end_s\n"
+        "videos/long.mp4,s1,texting_right,0,10\nvideos/long.mp4,s1,unclassified,10,12\n"
+        "videos/long.mp4,s1,safe_drive,12,20\nvideos/a.mp4,s2,unclassified,,\nvideos/b.mp4,s2,yawn,,\n"
+    )
+    label_map = {"texting_right": "text", "safe_drive": "normal", "unclassified": ""}
+    with caplog.at_level("INFO"):
+        es = load_labels(raw, "labels.csv", CLASSES, label_map=label_map)
+    assert [e.rel for e in es] == ["videos/long.mp4", "videos/b.mp4"]  # a.mp4 had only a dropped label
+    assert [(s.label, s.start_s, s.end_s) for s in es[0].segments] == [("text", 0, 10), ("normal", 12, 20)]
+    assert "2 row(s) skipped, their labels mapped to '' by params data.label_map: unclassified (2)" in caplog.text
+    with pytest.raises(LabelsError, match=r"maps 'safe_drive' to 'driving', which is not one of data.classes"):
+        load_labels(raw, "labels.csv", CLASSES, label_map={**label_map, "safe_drive": "driving"})
+    with pytest.raises(LabelsError, match=r"row 3: unknown label 'unclassified'.* or a label of params data.label_map"):
+        load_labels(raw, "labels.csv", CLASSES, label_map={"texting_right": "text", "safe_drive": "normal"})

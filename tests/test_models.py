@@ -148,3 +148,29 @@ def test_minirocket_state_reproduces_sktimes_transform_and_predictions():
     np.testing.assert_array_equal(again.logits(x), model.logits(x))
     with pytest.raises(ModelError, match="at least 9 time steps"):
         registry.create("minirocket", 4, 3, 8, {}, seed=0).fit((x[:, :8], y), (x[:5, :8], y[:5]), 3, TrainParams())
+
+
+@pytest.mark.parametrize("name", ["stats_gbm", "stats_lr", "fcn"])
+def test_scoring_runs_in_batches_and_gives_the_bytes_of_one_pass(name, monkeypatch):
+    """Scores of many windows are computed SCORE_BATCH at a time (memory of one batch, not of the data
+    set); the rows of a model's scores do not depend on the rows beside them, so the bytes are those of
+    one pass over everything."""
+    from pipeline.core.config import TrainParams
+    from pipeline.modeling import base
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 12, 4)).astype(np.float32)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int64) + (x[:, :, 1].mean(1) > 0)
+    model = registry.create(name, 4, 3, 12, {}, seed=0)
+    model.fit((x[:600], y[:600]), (x[600:], y[600:]), 3, TrainParams(epochs=2))
+    one_pass = model._logits(x)
+    monkeypatch.setattr(base, "SCORE_BATCH", 128)
+    sizes = []
+    real = model._logits
+    monkeypatch.setattr(model, "_logits", lambda part: sizes.append(len(part)) or real(part))
+    batched = model.logits(x)
+    assert sizes == [128] * 5 + [60]
+    if name == "fcn":  # a network: the same within float32 rounding (kernels may block rows differently)
+        np.testing.assert_allclose(batched, one_pass, rtol=1e-5, atol=1e-6)
+    else:
+        assert batched.tobytes() == one_pass.tobytes()

@@ -162,12 +162,14 @@ def test_labels_ending_after_the_video_quarantine_it_and_warnings_reach_the_vali
     rgb = [np.full((48, 64, 3), 100, np.uint8)] * 60
     write_av(raw / "ok.mp4", rgb, [i / 15 for i in range(60)])
     write_av(raw / "ms.mp4", rgb, [i / 15 for i in range(60)])
+    write_av(raw / "late.mp4", rgb, [i / 15 for i in range(60)])
     hole = [i / 15 for i in range(30)] + [4 + i / 15 for i in range(30)]
     write_av(raw / "hole.mp4", rgb, hole)
     (raw / "labels.csv").write_text(
         "video,subject,label,start_s,end_s\n"
         "ok.mp4,s1,normal,0,4.2\n"
         "ms.mp4,s2,normal,0,4000\n"  # milliseconds
+        "late.mp4,s4,yawn,3500,\n"  # milliseconds, open-ended: it would label nothing
         "hole.mp4,s3,normal,,\n"
     )
     params = parse_params({"data": {"raw_dir": str(raw)}, "frames": {"workers": 1}, "windows": {"size": 10}})
@@ -176,6 +178,8 @@ def test_labels_ending_after_the_video_quarantine_it_and_warnings_reach_the_vali
     assert videos["ok"]["status"] == "ok" and "warnings" not in videos["ok"]
     assert videos["ms"]["status"] == "quarantined"
     assert "segment 'normal' 0-4000 s ends after the video (4.00 s long)" in videos["ms"]["reason"]
+    assert videos["late"]["status"] == "quarantined"
+    assert "segment 'yawn' 3500-inf s starts after the video ends (4.00 s long)" in videos["late"]["reason"]
     assert videos["hole"]["status"] == "ok" and videos["hole"]["stale_frames"] > 0
     [warning] = videos["hole"]["warnings"]
     assert "longest 2.1 s at 1.9 s" in warning

@@ -273,3 +273,15 @@ def test_the_workflow_keeps_one_comment_and_reuses_outputs():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "remote = local" in config and "url = remote" in config  # the embedded default: .dvc/remote
     assert "/remote" in (ROOT / ".dvc" / ".gitignore").read_text().split()
+
+
+def test_per_fold_table_shows_pooled_beside_the_fold_mean_and_flags_a_pooled_score_above_every_fold():
+    majority = fake_metrics(0.29, 0.0, 0.0)  # each fold predicts its own majority class: 0.17-0.21 per fold
+    majority["cv"]["per_fold"] = {str(f): {"test_f1": 0.17 + 0.008 * f} for f in range(6)}
+    good = fake_metrics(0.80, 0.1, 0.7)  # pooled among its folds' scores (0.80-0.85): not flagged
+    assert R.pooled_above_folds(majority) and not R.pooled_above_folds(good)
+    lines = R.per_fold_table({"majority": majority, "gru": good})
+    assert lines[4].endswith("| mean | sd | pooled |")
+    row = {ln.split("|")[1].strip(): ln for ln in lines if ln.startswith("| `")}
+    assert row["`majority`"].endswith("| 0.190 | 0.014 | 0.290 **above every fold** |")
+    assert row["`gru`"].endswith("| 0.825 | 0.017 | 0.800 |")

@@ -64,7 +64,7 @@ def make_set(root, seed=0, shuffle=False, subjects=10, per_subject=30, folds=5):
 def params(models=("stats_lr", "stats_gbm", "minirocket", "gru", "fcn"), **train):
     return parse_params(
         {
-            "train": {"models": list(models), "epochs": 25, "patience": 25, **train},
+            "train": {"models": list(models), "epochs": 25, "patience": 25, "workers": 1, **train},
             "hparams": {
                 "gru": {"hidden": 16},
                 "fcn": {"channels": 16},
@@ -128,8 +128,9 @@ def test_shuffled_labels_give_chance_out_of_fold(tmp_path):
     """Leakage check: with labels shuffled, the pooled out-of-fold macro-F1 must be about chance
     (the unshuffled set scores > 0.8)."""
     wdir = make_set(tmp_path / "w", shuffle=True)
+    short = params(epochs=10, patience=10)  # a leak shows at once; chance needs no long training to show
     for name in ("stats_lr", "stats_gbm", "gru", "fcn"):  # baselines, recurrent and 1D-CNN on another shape
-        T.run(params(), name, wdir, tmp_path / "models", tmp_path / "reports")
+        T.run(short, name, wdir, tmp_path / "models", tmp_path / "reports")
         oy, proba, _, _ = read_oof(tmp_path / "models" / name / "oof.parquet")
         assert macro_f1(oy, proba.argmax(1), 3) < 0.45, name  # chance is 0.33
 
@@ -173,3 +174,36 @@ def test_the_training_log_is_written_in_a_git_repo_without_commits(tmp_path, mon
     log = read_training_log(tmp_path / "m")
     assert len(log[log["run"] == "fold0"]) == 3 and len(log[log["run"] == "final"]) == 2
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["training"]  # no dvc.yaml, no report
+
+
+def test_minirocket_beyond_the_ridge_size_fits_logistic_regression_with_c_from_a_hold_out(monkeypatch):
+    """The ridge's leave-one-out solve grows with the cube of the windows; beyond RIDGE_CV_MAX training
+    windows MiniRocket fits logistic regression (C chosen on a held-out tail), as its paper does for
+    large sets. Lowered here so a small set takes that path; the ridge path is kept below it."""
+    from pipeline.modeling import baselines as B
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, WINDOW)
+
+    def windows(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % 3
+        x = rng.normal(0, 0.6, (n, WINDOW, 3)).astype(np.float32)
+        x[y == 1, :, 0] += 1.5 * np.sin(2 * t)
+        x[y == 2, :, 1] += 1.5 * np.sin(2 * t)
+        return x, y
+
+    cfg = params(models=("minirocket",)).train
+    train, new = windows(600), windows(300)
+    empty = (train[0][:0], train[1][:0])
+    ridge = B.MiniRocket(3, 3, WINDOW, num_kernels=500)
+    ridge.fit(train, empty, 3, cfg)
+    assert "alpha" in ridge.state and "classifier" not in ridge.state
+    monkeypatch.setattr(B, "RIDGE_CV_MAX", 200)
+    m = B.MiniRocket(3, 3, WINDOW, num_kernels=500)
+    m.fit(train, empty, 3, cfg)
+    assert m.state["classifier"] == "logistic" and m.state["C"] in B.LARGE_SET_C
+    assert len(m.state["holdout_f1"]) == len(B.LARGE_SET_C) and max(m.state["holdout_f1"]) > 0.9
+    assert (m.logits(new[0]).argmax(1) == new[1]).mean() > 0.9  # it learnt the patterns, on unseen windows
+    again = B.MiniRocket(3, 3, WINDOW, num_kernels=500)
+    again.fit(train, empty, 3, cfg)
+    assert again.state_bytes() == m.state_bytes()  # deterministic

@@ -100,7 +100,9 @@ def segments(centres: np.ndarray, step: float, label: np.ndarray, confidence: np
 @dataclass
 class AlertTracker:
     """One alert per behaviour event: start when a class's probability reaches its threshold,
-    clear after it stayed below for ``clear_s`` seconds. Feed it window decisions in time order."""
+    clear once it stayed below: decisions below threshold from the first to the latest spanning
+    ``clear_s`` seconds (a dip shorter than that, e.g. a yawn's 1-s lull, keeps the one alert).
+    Feed it window decisions in time order."""
 
     thresholds: dict[str, float]
     quiet: str  # the class that never alerts (e.g. "normal")
@@ -119,15 +121,18 @@ class AlertTracker:
             ev = self.active.get(c)
             if p >= thr:
                 if ev is None:
-                    ev = {"class": c, "start_s": t, "peak": p, "last_above_s": t, "threshold": thr}
+                    ev = {"class": c, "start_s": t, "peak": p, "below_since_s": None, "threshold": thr}
                     self.active[c] = ev
                     out.append(self._event("alert", ev, t, p))
                 else:
                     ev["peak"] = max(ev["peak"], p)
-                    ev["last_above_s"] = t
-            elif ev is not None and t - ev["last_above_s"] >= self.clear_s:
-                out.append(self._event("clear", ev, t, p))
-                del self.active[c]
+                    ev["below_since_s"] = None
+            elif ev is not None:
+                if ev["below_since_s"] is None:
+                    ev["below_since_s"] = t
+                if t - ev["below_since_s"] >= self.clear_s:
+                    out.append(self._event("clear", ev, t, p))
+                    del self.active[c]
         return out
 
     def finish(self, t: float) -> list[dict[str, Any]]:

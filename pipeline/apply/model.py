@@ -44,7 +44,12 @@ class AppliedModel:
 
     @property
     def window(self) -> int:
-        return self.card.window
+        """Frames per window (the card counts time steps of ``pool`` frames each)."""
+        return self.card.window * self.pool
+
+    @property
+    def pool(self) -> int:
+        return self.params.windows.pool
 
     @property
     def subject_baseline(self) -> bool:
@@ -55,6 +60,20 @@ class AppliedModel:
         if len(x) == 0:
             return np.zeros((0, len(self.classes)))
         return np.concatenate([self._proba(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+    @property
+    def knows_familiarity(self) -> bool:
+        return bool(self.card.familiarity)
+
+    def unfamiliar(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per window (N, T, F, as the windows stage stores them): the distance from the training windows
+        relative to the card's cut-off, and whether it is beyond it (pipeline/modeling/familiarity.py).
+        A model trained before the score existed: zeros, never unfamiliar."""
+        if not self.card.familiarity:
+            return np.zeros(len(x)), np.zeros(len(x), bool)
+        from pipeline.modeling.familiarity import unfamiliar
+
+        return unfamiliar(self.card.familiarity, x)
 
     def export_meta(self) -> dict:
         return {

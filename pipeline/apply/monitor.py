@@ -11,13 +11,16 @@ A new driver is calibrated first (pipeline/apply/calibration.py): no decision an
 until ``calibration_s`` seconds with a face were seen, and the output says so.
 
 Output: one JSON object per line: ``calibrating`` / ``calibrated``, ``alert`` (class, time,
-probability, threshold, mode) and ``clear`` (when the behaviour ended), and with ``--decisions``
-every window's probabilities. Memory is bounded by the ring buffer, whatever the stream's length.
+probability, threshold, mode) and ``clear`` (when the behaviour ended), ``unfamiliar`` (the stream
+turned unlike the model's training video, pipeline/modeling/familiarity.py: no class and no alert
+while it stays so), and with ``--decisions`` every window's probabilities. Memory is bounded by
+the ring buffer, whatever the stream's length.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ from pipeline.apply.events import AlertTracker
 from pipeline.apply.model import AppliedModel
 from pipeline.contracts.features import DROWSINESS
 from pipeline.contracts.landmarks import Row, rows_to_batch
+from pipeline.contracts.windows import pool_steps
 from pipeline.core.errors import DataError
 from pipeline.vision.framefeatures import video_features
 from pipeline.vision.geometry import Letterbox, letterbox_image
@@ -55,6 +59,7 @@ class MonitorOptions:
     show: bool = False  # an on-screen window with the mesh, class and probabilities
     decisions: bool = False  # emit every window's probabilities too
     max_seconds: float | None = None  # stop after this much stream time
+    unfamiliar: bool = True  # windows unlike the training windows: "unfamiliar", no alert
 
 
 def latest_only(
@@ -203,6 +208,7 @@ class Monitor:
         self.landmarker = None
         self.frames = 0
         self.windows = 0
+        self.unfamiliar_windows = 0
         self.last: dict[str, Any] = {}
 
     def start(self, width: int, height: int) -> None:
@@ -272,12 +278,26 @@ class Monitor:
             return
         if len(x) < self.size:
             return
-        window = (x[-self.size :] - self.base)[None]
+        window = pool_steps((x[-self.size :] - self.base)[None], m.pool)
         face_frac = float(face[-self.size :].mean())
         probs = dict(zip(m.classes, m.proba(window)[0].tolist(), strict=True))
-        live = face_frac >= m.params.windows.min_face_fraction
+        rel, far = m.unfamiliar(window)
+        face_ok = face_frac >= m.params.windows.min_face_fraction
+        unfamiliar = bool(face_ok and far[0] and self.o.unfamiliar)
+        live = face_ok and not unfamiliar
         self.windows += 1
-        self.last = {"t": round(t_end, 3), "probs": probs, "face_fraction": round(face_frac, 3), "decided": live}
+        if unfamiliar:
+            self.unfamiliar_windows += 1
+            if not self.last.get("unfamiliar"):  # once per stretch, not per window
+                self.emit({"event": "unfamiliar", "t": round(t_end, 3), "score": round(float(rel[0]), 3)})
+        self.last = {
+            "t": round(t_end, 3),
+            "probs": probs,
+            "face_fraction": round(face_frac, 3),
+            "decided": live,
+            "unfamiliar": unfamiliar,
+            "unfamiliar_score": round(float(rel[0]), 4),
+        }
         if self.o.decisions:
             self.emit({"event": "decision", **self.last, "probs": {c: round(v, 5) for c, v in probs.items()}})
         for ev in self.tracker.update(t_end, probs, live=live):
@@ -288,9 +308,44 @@ class Monitor:
             return "calibrating"
         if not self.last:
             return "(first window not complete)"
+        if self.last.get("unfamiliar"):
+            return "unfamiliar"
         if not self.last["decided"]:
             return "(too little face)"
         return max(self.last["probs"], key=self.last["probs"].get)
+
+
+@contextlib.contextmanager
+def live_filtered_stderr() -> Iterator[None]:
+    """For a long-running stream: fd 2 (native and Python writes alike) goes through a pipe, and a
+    thread passes every line on at once except MediaPipe's native chatter
+    (:data:`pipeline.vision.mediapipe.CHATTER`). The stages capture and filter per video instead;
+    a live monitor cannot hold its warnings back until the stream ends."""
+    import threading
+
+    from pipeline.vision.mediapipe import CHATTER
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb") as r:
+            for raw in r:
+                if not CHATTER.search(raw.decode(errors="replace")):
+                    os.write(saved, raw)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the pump reads to the end and stops
+        thread.join(timeout=5)
+        os.close(saved)
 
 
 def json_lines(out=None) -> Callable[[dict[str, Any]], None]:
@@ -327,20 +382,21 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
     t0 = time.perf_counter()
     n = 0  # output frames processed
     stats: dict[str, int] = {}
-    try:
-        for k, frame in ticks(open_source(source, o.realtime, stats), mon.fps):
-            if o.max_seconds is not None and k / mon.fps >= o.max_seconds:
-                break
-            face = mon.step(k, frame)
-            n = k + 1
-            if o.show and frame is not None:
-                show(frame, face, mon)
-    finally:
-        mon.close()
-        if o.show:
-            import cv2
+    with live_filtered_stderr():  # MediaPipe's native log lines, whenever they come, are dropped
+        try:
+            for k, frame in ticks(open_source(source, o.realtime, stats), mon.fps):
+                if o.max_seconds is not None and k / mon.fps >= o.max_seconds:
+                    break
+                face = mon.step(k, frame)
+                n = k + 1
+                if o.show and frame is not None:
+                    show(frame, face, mon)
+        finally:
+            mon.close()
+            if o.show:
+                import cv2
 
-            cv2.destroyAllWindows()
+                cv2.destroyAllWindows()
     for ev in mon.tracker.finish(n / mon.fps):
         emit(ev)
     wall = time.perf_counter() - t0
@@ -349,6 +405,9 @@ def run(source: str, model: AppliedModel, o: MonitorOptions, emit: Callable[[dic
         "stream_s": round(n / mon.fps, 2),
         "wall_s": round(wall, 2),
         "windows": mon.windows,
+        "unfamiliar_windows": mon.unfamiliar_windows,
+        "unfamiliar_share": round(mon.unfamiliar_windows / mon.windows, 4) if mon.windows else 0.0,
+        "unfamiliar_checked": bool(o.unfamiliar and model.knows_familiarity),
         "calibrated": mon.base is not None,
         "dropped_source_frames": stats.get("dropped", 0),  # the monitor was behind the source
     }

@@ -9,10 +9,13 @@ landmarks, the landmarks contract) and optionally ``annotated.mp4``; per run ``s
 ``summary.html``, ``summary.json`` and ``quarantine.json``.
 
 Timeline columns: ``video, subject, start_frame, end_frame, start_s, end_s, centre_s,
-face_fraction, calibrating, p_<class>...`` (probabilities), ``label`` (the most probable class,
-``""`` when the window had a face in fewer than ``windows.min_face_fraction`` of its frames or
-the driver was still calibrating: no decision), ``confidence`` and, when labels were given,
-``truth`` (the labelled class at the window's centre).
+face_fraction, calibrating, p_<class>...`` (probabilities), ``unfamiliar_score`` (distance from
+the model's training windows relative to its cut-off, pipeline/modeling/familiarity.py: above 1
+is farther than 99 % of the training-like windows of unseen drivers), ``unfamiliar``, ``label``
+(the most probable class; ``"unfamiliar"`` when the window is unlike anything the model was trained
+on: no class and no alert then; ``""`` when the window had a face in fewer than
+``windows.min_face_fraction`` of its frames or the driver was still calibrating: no decision),
+``confidence`` and, when labels were given, ``truth`` (the labelled class at the window's centre).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pipeline.contracts.labels import VideoEntry, load_labels, video_id_for
 from pipeline.contracts.landmarks import iter_landmarks
 from pipeline.contracts.windows import cut_windows
 from pipeline.core.config import Params, resolve_workers
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, machine_fault
 from pipeline.core.files import atomic_path, write_json, write_table
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.vision.framefeatures import video_features
@@ -59,6 +62,7 @@ class Options:
     thresholds: dict[str, float] | None = None  # per class; None = the model's for ``mode``
     annotate: bool = False
     workers: int = 0  # videos measured at once (0 = all cores; 1 = in this process, with a frame progress bar)
+    unfamiliar: bool = True  # windows far from the training windows: "unfamiliar", no class, no alert
 
 
 def collect(source: Path, classes: tuple[str, ...]) -> tuple[list[VideoEntry], list[str]]:
@@ -138,6 +142,8 @@ def measure_video(job: MeasureJob) -> dict[str, Any]:
     except VideoError as exc:
         return {"video_id": e.video_id, "video": e.rel, "status": "quarantined", "reason": str(exc)}
     except Exception as exc:  # one broken video must not stop the others; the reason is kept
+        if (fault := machine_fault(exc)) is not None:  # the machine's, not this video's: stop
+            raise fault from exc
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
         return {"video_id": e.video_id, "video": e.rel, "status": "quarantined", "reason": reason}
     return {"video_id": e.video_id, "status": "ok", "features": feats, "facts": facts, "plan": plan}
@@ -177,16 +183,28 @@ def baselines(
     return base, ready
 
 
+UNFAMILIAR = "unfamiliar"  # the label of a window unlike the model's training windows
+
+
 def timeline(
-    feats: pd.DataFrame, base: np.ndarray, ready: int, model: AppliedModel, entry: VideoEntry, labelled: bool
+    feats: pd.DataFrame,
+    base: np.ndarray,
+    ready: int,
+    model: AppliedModel,
+    entry: VideoEntry,
+    labelled: bool,
+    check_familiar: bool = True,
 ) -> pd.DataFrame:
     """One row per window position: times, face fraction, probabilities, decision."""
     size, stride = model.window, model.params.windows.stride
     x_all = feature_rows(feats, model) - base
     n = len(x_all)
     starts = np.arange(0, n - size + 1, stride) if n >= size else np.zeros(0, np.int64)
-    x = cut_windows(x_all, starts, size)
+    x = cut_windows(x_all, starts, size, model.pool)
     prob = model.proba(x)
+    rel, far = model.unfamiliar(x)
+    if not check_familiar:
+        far = np.zeros(len(x), bool)
     face = np.r_[0.0, np.cumsum(feats["face_present"].to_numpy(np.float64))]
     ends = starts + size - 1
     t = feats["t"].to_numpy()
@@ -210,7 +228,9 @@ def timeline(
     df["centre_s"] = (df["start_s"] + df["end_s"]) / 2
     for i, c in enumerate(classes):
         df[f"p_{c}"] = prob[:, i] if len(prob) else []
-    df["label"] = np.where(decided, np.asarray(classes, dtype=object)[best], "")
+    df["unfamiliar_score"] = rel.round(4)
+    df["unfamiliar"] = decided & far
+    df["label"] = np.where(decided, np.where(far, UNFAMILIAR, np.asarray(classes, dtype=object)[best]), "")
     df["confidence"] = prob.max(1) if len(prob) else []
     if labelled:
         df["truth"] = [entry.label_at(c) or "" for c in df["centre_s"]]
@@ -223,8 +243,9 @@ def alerts_for(tl: pd.DataFrame, model: AppliedModel, thresholds: dict[str, floa
     tracker = AlertTracker(thresholds, quiet, o.clear_s, o.mode)
     events: list[dict] = []
     cols = [f"p_{c}" for c in model.classes]
-    for end, decided, row in zip(tl["end_s"], tl["label"] != "", tl[cols].to_numpy(), strict=True):
-        events += tracker.update(float(end), dict(zip(model.classes, row, strict=True)), live=bool(decided))
+    live = ~tl["label"].isin(["", UNFAMILIAR])  # an unfamiliar window decides nothing
+    for end, ok, row in zip(tl["end_s"], live, tl[cols].to_numpy(), strict=True):
+        events += tracker.update(float(end), dict(zip(model.classes, row, strict=True)), live=bool(ok))
     if len(tl):
         events += tracker.finish(float(tl["end_s"].iloc[-1]))
     return events
@@ -264,19 +285,31 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
         for w in facts[vid]["warnings"]:
             log.warning("%s: %s", by_id[vid].rel, w)
     base, ready = baselines(tables, {v: by_id[v].subject for v in tables}, model, o)
+    driver_warnings: list[str] = []
     if model.subject_baseline and o.baseline == "subject":
+        short = {}
         for s in sorted({by_id[v].subject for v in tables}):
             seconds = sum(len(t) for v, t in tables.items() if by_id[v].subject == s) / model.params.frames.fps
             if seconds < SHORT_BASELINE_S:
-                msg = (
-                    f"driver '{s}': the baseline comes from only {seconds:.0f} s of video; if that shows one "
-                    "behaviour throughout it reads as that driver's normal. Give more of their driving (a CSV "
-                    "with a subject column) or use --baseline calibrate on a recording that starts with normal driving"
-                )
-                log.warning(msg)
-                for v in tables:
-                    if by_id[v].subject == s:
-                        facts[v]["warnings"].append(msg)
+                short[s] = seconds
+        if short:  # one warning for the run, not one per clip
+            names = ", ".join(f"'{s}' ({sec:.0f} s)" for s, sec in list(short.items())[:5])
+            more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+            msg = (
+                f"{len(short)} driver(s) have a baseline from less than {SHORT_BASELINE_S:.0f} s of video: "
+                f"{names}{more}; if that shows one behaviour throughout it reads as that driver's normal. Give "
+                "more of their driving (a CSV with a subject column) or use --baseline calibrate on a recording "
+                "that starts with normal driving"
+            )
+            log.warning(msg)
+            driver_warnings.append(msg)
+    if not model.knows_familiarity:
+        log.warning(
+            "model '%s' was trained before the unfamiliar-input score existed: every window gets a class; "
+            "retrain it (dvc repro train@%s) to have unfamiliar video reported as such",
+            model.name,
+            model.card.model,
+        )
     results = {}
     for vid, feats in tables.items():
         e = by_id[vid]
@@ -287,9 +320,17 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
                 e.rel,
                 o.calibration_s,
             )
-        tl = timeline(feats, base[vid], ready[vid], model, e, labelled)
+        tl = timeline(feats, base[vid], ready[vid], model, e, labelled, o.unfamiliar)
         events = alerts_for(tl, model, thresholds, o)
         results[vid] = write_video(out / vid, tl, events, model, e, plans[vid], thresholds, o, facts[vid])
+        if results[vid]["unfamiliar_share"] > 0.5:
+            log.warning(
+                "%s: %.0f%% of its windows are unlike anything model '%s' was trained on (reported as "
+                "'unfamiliar', no alerts there): another camera, person or behaviour than its training video?",
+                e.rel,
+                100 * results[vid]["unfamiliar_share"],
+                model.name,
+            )
     write_json(out / "quarantine.json", {"quarantined": quarantined, "ignored_files": others})
     summary = {
         "model": model.name,
@@ -299,6 +340,8 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
         "calibration_s": o.calibration_s if o.baseline == "calibrate" else None,
         "thresholds": thresholds,
         "never_alert": sorted(set(model.unreachable.get(o.mode, [])) | {o.quiet_class or model.classes[0]}),
+        "unfamiliar": unfamiliar_summary(model, results, o.unfamiliar),
+        "driver_warnings": driver_warnings,
         "videos": results,
         "quarantined": quarantined,
         "ignored_files": others,
@@ -312,7 +355,22 @@ def run(source: Path, model: AppliedModel, out: Path, o: Options) -> dict[str, A
         "scored": len(results),
         "quarantined": len(quarantined),
         "alerts": sum(r["alerts"] for r in results.values()),
+        "unfamiliar_share": summary["unfamiliar"]["share"],
         "out": str(out),
+    }
+
+
+def unfamiliar_summary(model: AppliedModel, results: dict[str, dict], checked: bool) -> dict[str, Any]:
+    """How much of the run was unlike the model's training windows (decided windows only)."""
+    n = sum(r["unfamiliar_windows"] for r in results.values())
+    total = sum(r["decided"] for r in results.values())
+    card = model.card.familiarity
+    return {
+        "checked": bool(checked and card),
+        "windows": n,
+        "share": round(n / total, 4) if total else 0.0,
+        "cutoff": card.get("cutoff"),
+        "training_windows_flagged": card.get("oof_flagged"),  # out of fold, at calibration
     }
 
 
@@ -350,6 +408,7 @@ def write_video(
         annotate_video(e, model, plan, tl, folder / "landmarks.parquet", folder / "annotated.mp4")
     decided = tl[tl["label"] != ""]
     step = model.params.windows.stride / model.params.frames.fps
+    n_unfamiliar = int((decided["label"] == UNFAMILIAR).sum())
     return {
         "video": e.rel,
         "subject": e.subject,
@@ -357,6 +416,8 @@ def write_video(
         "windows": len(tl),
         "decided": len(decided),
         "seconds_by_class": {c: round(float((decided["label"] == c).sum() * step), 1) for c in model.classes},
+        "unfamiliar_windows": n_unfamiliar,
+        "unfamiliar_share": round(n_unfamiliar / len(decided), 4) if len(decided) else 0.0,
         "segments": len(seg),
         "alerts": len(alerts),
         "alerts_by_class": {c: int((alerts["class"] == c).sum()) for c in model.classes},

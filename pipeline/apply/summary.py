@@ -11,6 +11,7 @@ import pandas as pd
 from pipeline.core.files import atomic_path
 
 NO_DECISION = "(no decision)"
+UNFAMILIAR = "unfamiliar"  # pipeline/apply/predict.py: a window unlike the model's training windows
 
 
 def colours(classes: list[str]) -> dict[str, str]:
@@ -19,6 +20,7 @@ def colours(classes: list[str]) -> dict[str, str]:
     cmap = matplotlib.colormaps["tab10"]
     out = {c: matplotlib.colors.to_hex(cmap(i % 10)) for i, c in enumerate(classes)}
     out[NO_DECISION] = "#dddddd"
+    out[UNFAMILIAR] = "#555555"
     out[""] = "#dddddd"
     return out
 
@@ -47,14 +49,21 @@ def timeline_figure(
     )
     ax = axes[0]
     for c in classes:
-        ax.plot(tl["end_s"], tl[f"p_{c}"], color=col[c], lw=1.4, label=c)
+        ax.plot(tl["centre_s"], tl[f"p_{c}"], color=col[c], lw=1.4, label=c)
         if c in thresholds and thresholds[c] < 1:
             ax.axhline(thresholds[c], color=col[c], lw=0.8, ls=":")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("probability")
     ax.legend(loc="upper left", ncol=len(classes), fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
-    ax.text(1.0, 1.02, "at each window's end; dotted: thresholds", transform=ax.transAxes, ha="right", fontsize=7)
+    ax.text(
+        1.0,
+        1.02,
+        "at each window's centre, as the segments; dotted: thresholds; alerts start when decided, at the window's end",
+        transform=ax.transAxes,
+        ha="right",
+        fontsize=7,
+    )
 
     def bar(a, spans, name: str) -> None:
         for label, s, e in spans:
@@ -93,20 +102,23 @@ def summary_markdown(s: dict[str, Any], classes: list[str]) -> str:
         "",
         "| video | subject | seconds | decided windows | "
         + " | ".join(f"{c} s" for c in classes)
-        + " | alerts | figure |",
-        "|---|---|---|---|" + "---|" * len(classes) + "---|---|",
+        + " | unfamiliar | alerts | figure |",
+        "|---|---|---|---|" + "---|" * len(classes) + "---|---|---|",
     ]
     for vid, v in s["videos"].items():
         secs = " | ".join(f"{v['seconds_by_class'][c]:g}" for c in classes)
         lines.append(
             f"| {v['video']} | {v['subject']} | {v['seconds']:g} | {v['decided']} of {v['windows']} | {secs} | "
-            f"{v['alerts']} | [timeline]({vid}/timeline.png) |"
+            f"{v.get('unfamiliar_share', 0.0):.0%} | {v['alerts']} | [timeline]({vid}/timeline.png) |"
         )
     lines += [
         "",
         "Seconds per class count decided windows (one stride each); a window without a decision had too "
         "little face visible or came while the driver was still calibrating.",
     ]
+    lines += ["", unfamiliar_line(s.get("unfamiliar", {}))]
+    if s.get("driver_warnings"):
+        lines += ["", "## Driver baselines", ""] + [f"- {w}" for w in s["driver_warnings"]]
     warned = [(v["video"], w) for v in s["videos"].values() for w in v.get("warnings", [])]
     if warned:
         lines += ["", "## Input warnings (videos used)", ""] + [f"- {name}: {w}" for name, w in warned]
@@ -117,6 +129,21 @@ def summary_markdown(s: dict[str, Any], classes: list[str]) -> str:
     for vid in s["videos"]:
         lines += ["", f"### {s['videos'][vid]['video']}", "", f"![timeline]({vid}/timeline.png)"]
     return "\n".join(lines) + "\n"
+
+
+def unfamiliar_line(u: dict[str, Any]) -> str:
+    if not u.get("checked"):
+        return (
+            "**Unfamiliar input was not checked** (the model predates the score, or it was switched off): every "
+            "window got a class, also video unlike anything the model was trained on."
+        )
+    return (
+        f"**Unfamiliar: {u['share']:.1%} of decided windows** were farther from the model's training windows than "
+        f"its cut-off (distance {u['cutoff']:.2f}, set so that {u['training_windows_flagged']:.1%} of training-like "
+        "windows of unseen drivers exceed it). They count as `unfamiliar`: no class, no alert. A large share means "
+        "this video is unlike the training video (camera, lighting, people or behaviours): retrain on such video "
+        "before trusting the model here."
+    )
 
 
 def write_summary(out: Path, s: dict[str, Any], classes: list[str]) -> None:

@@ -8,6 +8,7 @@ a :class:`LabelsError` naming the CSV row (1-based, header = row 1).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,6 +18,7 @@ import pandas as pd
 from pipeline.core.errors import LabelsError
 
 __all__ = ["LabelsError", "Segment", "VideoEntry", "load_labels", "video_id_for"]
+log = logging.getLogger(__name__)
 REQUIRED = ("video", "subject", "label")
 OPTIONAL = ("start_s", "end_s")
 
@@ -55,13 +57,35 @@ def _row_err(path: Path, row: int, msg: str) -> LabelsError:
     return LabelsError(f"{path}, row {row}: {msg}")
 
 
+def _field_counts(path: Path) -> None:
+    """Every row must have as many fields as the header: pandas would otherwise take the first
+    column as the index (a trailing comma on every row) and report a shifted column's value."""
+    import csv
+
+    with path.open(newline="") as fh:
+        rows = csv.reader(fh, skipinitialspace=True)
+        header = next(rows, [])
+        for i, rec in enumerate(rows):
+            if rec and len(rec) != len(header):
+                hint = " (a trailing comma?)" if len(rec) == len(header) + 1 and rec[-1].strip() == "" else ""
+                raise _row_err(
+                    path, i + 2, f"{len(rec)} fields but the header has {len(header)} ({','.join(header)}){hint}"
+                )
+
+
 def load_labels(
-    raw_dir: str | Path, labels_file: str, classes: tuple[str, ...], labelled: bool = True
+    raw_dir: str | Path,
+    labels_file: str,
+    classes: tuple[str, ...],
+    labelled: bool = True,
+    label_map: dict[str, str] | None = None,
 ) -> list[VideoEntry]:
     """Read and validate the labels file; returns one entry per video, in file order.
 
     ``labelled=False`` (videos to score, not to train on): only ``video`` is required; a missing
     ``subject`` makes each video its own driver, a missing ``label`` leaves it without segments.
+    ``label_map`` (params ``data.label_map``): a data set's own labels -> ``classes``; a label mapped
+    to ``""`` drops its rows (counted in the log), a label not in it must be a class itself.
     """
     raw = Path(raw_dir).resolve()
     path = raw / labels_file
@@ -71,9 +95,20 @@ def load_labels(
             f"the raw folder, or run the `demo` stage to generate the demo set."
         )
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        _field_counts(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
+    except LabelsError:
+        raise
     except Exception as exc:  # pandas raises several types for malformed CSV
         raise LabelsError(f"{path}: cannot parse as CSV: {exc}") from exc
+    label_map = dict(label_map or {})
+    for src, dst in label_map.items():
+        if dst and dst not in classes:
+            raise LabelsError(
+                f"params data.label_map maps '{src}' to '{dst}', which is not one of data.classes {list(classes)}; "
+                "add it there or map the label to an existing class ('' drops it)"
+            )
+    dropped: dict[str, int] = {}
     df.columns = [c.strip() for c in df.columns]
     required = REQUIRED if labelled else ("video",)
     missing = [c for c in required if c not in df.columns]
@@ -99,6 +134,11 @@ def load_labels(
         rel = rec["video"].strip()
         subject = rec.get("subject", "").strip()
         label = rec.get("label", "").strip()
+        if label in label_map:
+            if not label_map[label]:
+                dropped[label] = dropped.get(label, 0) + 1
+                continue
+            label = label_map[label]
         if not rel:
             raise _row_err(path, row, "empty video path")
         if not subject and labelled:
@@ -106,7 +146,9 @@ def load_labels(
         if not subject:
             subject = video_id_for(PurePosixPath(rel.replace("\\", "/")).as_posix())
         if (label or labelled) and label not in classes:
-            raise _row_err(path, row, f"unknown label '{label}'; allowed: {list(classes)} (params data.classes)")
+            mapped = f" or a label of params data.label_map {sorted(label_map)}" if label_map else ""
+            allowed = f"allowed: {list(classes)} (params data.classes){mapped}"
+            raise _row_err(path, row, f"unknown label '{label}'; {allowed}")
         p = PurePosixPath(rel.replace("\\", "/"))
         if p.is_absolute() or ".." in p.parts:
             raise _row_err(path, row, f"video path '{rel}' leaves the raw folder {raw}; use a path relative to it")
@@ -146,6 +188,15 @@ def load_labels(
         if label:
             entry["segs"].append((row, Segment(label, start, end)))
 
+    if dropped:
+        log.info(
+            "%s: %d row(s) skipped, their labels mapped to '' by params data.label_map: %s",
+            path.name,
+            sum(dropped.values()),
+            ", ".join(f"{k} ({v})" for k, v in sorted(dropped.items())),
+        )
+    if not by_video:
+        raise LabelsError(f"{path}: no row left after params data.label_map dropped {sorted(dropped)}")
     return [
         VideoEntry(
             video_id=e["vid"],

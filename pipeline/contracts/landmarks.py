@@ -159,7 +159,11 @@ class LandmarksWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self._flush()
+            try:
+                self._flush()  # the last rows: a full disk strikes here too
+            except BaseException as err:
+                self._stack.__exit__(type(err), err, err.__traceback__)  # the temp file goes, nothing renamed
+                raise
         self._stack.__exit__(exc_type, exc, tb)
 
 

@@ -9,9 +9,11 @@ median was subtracted; ``mean``/``std``: the z-score fitted on the model's train
 windows, applied by :class:`~pipeline.modeling.predictor.Predictor`, so new windows are
 prepared exactly as the training ones), ``epochs`` and ``inputs``: the settings that turned
 video into the training windows (``frames``, ``landmarks``, ``features`` sections of params.yaml,
-``stride`` and ``min_face_fraction`` of the windows), so a model applied to new video
+``stride``, ``pool`` and ``min_face_fraction`` of the windows), so a model applied to new video
 (pipeline/apply) measures it exactly as its training data was measured, whatever params.yaml
-says on that machine. Nothing is ever pickled.
+says on that machine; ``familiarity``: how far a window may lie from the training windows before
+pipeline/apply calls it unfamiliar (pipeline/modeling/familiarity.py: robust scaling, class
+centres, shrunk precision matrix, the out-of-fold cut-off). Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ModelCard:
     normalisation: dict[str, Any] = field(default_factory=dict)
     epochs: int = 0  # epochs the weights were trained for
     inputs: dict[str, Any] = field(default_factory=dict)  # how video became its windows (see module doc)
+    familiarity: dict[str, Any] = field(default_factory=dict)  # unfamiliar-input score (see module doc)
 
     @classmethod
     def for_windows(cls, model: str, meta: dict[str, Any], hparams: dict[str, Any], weights: str) -> ModelCard:
@@ -81,6 +84,7 @@ def inputs_of(params: Params) -> dict[str, Any]:
         for sec in INPUT_SECTIONS
     }
     out["stride"] = params.windows.stride
+    out["pool"] = params.windows.pool
     out["min_face_fraction"] = params.windows.min_face_fraction
     return json_safe(out)
 
@@ -118,7 +122,8 @@ def input_params(card: ModelCard, where: str) -> Params:
         )
     raw = {sec: card.inputs[sec] for sec in INPUT_SECTIONS if sec in card.inputs}
     raw["windows"] = {
-        "size": card.window,
+        "size": card.window * card.inputs.get("pool", 1),  # frames; card.window counts time steps
+        "pool": card.inputs.get("pool", 1),
         "stride": card.inputs.get("stride", 10),
         "features": list(card.features),
         "min_face_fraction": card.inputs.get("min_face_fraction", 0.8),

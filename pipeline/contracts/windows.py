@@ -4,7 +4,8 @@ evaluates without code changes; README "The windows format").
 * ``<dir>/windows.parquet``: one row per window with ``window_id, video, subject, label,
   fold, start_frame, end_frame, start_t, end_t`` and ``x``, a fixed-size list of
   ``window * n_features`` float32 values, time-major (``x`` reshaped to
-  ``(window, n_features)`` is the window). ``x`` holds the features as measured (after the
+  ``(window, n_features)`` is the window; with ``windows.pool`` > 1 each of its steps is the mean of
+  ``pool`` frames). ``x`` holds the features as measured (after the
   optional per-subject baseline), NaN where a feature was not observed (no hand, no face);
   z-scoring happens per training side (:class:`Normaliser`), so the values a model is
   evaluated on never shaped its normalisation.
@@ -15,8 +16,8 @@ evaluates without code changes; README "The windows format").
   driver's per-feature median, flags (:data:`FLAG_FEATURES`) left as they are; prediction on
   new video (pipeline/apply) subtracts the same definition for a new driver.
 * ``<dir>/meta.json``: ``format``, ``features`` (names, in column order of ``x``),
-  ``classes`` (label order), ``window``, ``folds`` (k), plus provenance: subjects per fold,
-  counts, the baseline used.
+  ``classes`` (label order), ``window`` (time steps), ``pool`` (frames per step), ``folds`` (k),
+  plus provenance: subjects per fold, counts, the baseline used.
 """
 
 from __future__ import annotations
@@ -66,11 +67,38 @@ def subject_baseline(x: np.ndarray, subject_codes: np.ndarray, is_flag: np.ndarr
     return np.nan_to_num(med, nan=0.0)
 
 
-def cut_windows(x_all: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
-    """Windows (k, size, F) of per-frame rows ``x_all`` (n, F) starting at rows ``starts``."""
+def cut_windows(x_all: np.ndarray, starts: np.ndarray, size: int, pool: int = 1) -> np.ndarray:
+    """Windows (k, size // pool, F) of per-frame rows ``x_all`` (n, F) starting at rows ``starts``:
+    ``size`` frames each, every ``pool`` consecutive frames averaged into one step (:func:`pool_steps`)."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    return np.ascontiguousarray(sliding_window_view(x_all, size, axis=0)[starts].transpose(0, 2, 1))
+    view = sliding_window_view(x_all, size, axis=0)
+    if pool == 1:
+        return np.ascontiguousarray(view[starts].transpose(0, 2, 1))
+    chunk = max(1, (1 << 24) // max(1, size * x_all.shape[1]))  # ~64 MB of unpooled frames at a time
+    parts = [pool_steps(view[starts[i : i + chunk]].transpose(0, 2, 1), pool) for i in range(0, len(starts), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, size // pool, x_all.shape[1]), np.float32)
+
+
+def pool_steps(x: np.ndarray, pool: int) -> np.ndarray:
+    """Windows (k, T, F) -> (k, T // pool, F): the mean of the observed (non-NaN) values of each
+    ``pool`` consecutive frames, NaN where none was observed (``windows.pool``; 1 returns ``x``).
+
+    Summed frame by frame in a fixed order (elementwise adds), so the bytes do not depend on the
+    CPU's SIMD width, unlike a reduction."""
+    if pool == 1:
+        return x
+    k, t, f = x.shape
+    steps = x[:, : t - t % pool].reshape(k, t // pool, pool, f)
+    total = np.zeros((k, t // pool, f), np.float32)
+    seen = np.zeros((k, t // pool, f), np.float32)
+    for j in range(pool):
+        v = steps[:, :, j]
+        ok = np.isfinite(v)
+        total += np.where(ok, v, np.float32(0))
+        seen += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen > 0, total / seen, np.float32(np.nan)).astype(np.float32)
 
 
 @dataclass

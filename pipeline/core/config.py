@@ -21,11 +21,17 @@ from pipeline.core.errors import ConfigError
 __all__ = ["ConfigError", "Params", "load_params", "parse_params"]
 
 
+TASKS = ("distraction", "drowsiness")  # README "Tasks": what the demo synthesises and what the windows must hold
+
+
 @dataclass(frozen=True)
 class DataParams:
+    task: str = "distraction"
     raw_dir: str = "data/demo"
     labels_file: str = "labels.csv"
     classes: tuple[str, ...] = ("normal", "phonecall", "text", "yawn")
+    # a data set's own labels -> one of ``classes`` ("" drops those rows); written by `driver-pipeline import`
+    label_map: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels_path(self) -> Path:
@@ -96,6 +102,7 @@ class WindowsParams:
         "hand_face_dist",
         "hand_ear_dist",
     )
+    pool: int = 1  # frames averaged into one model time step (long drowsiness windows: minutes at 1 step/s)
     min_face_fraction: float = 0.8
     drop_mixed: bool = True
     subject_baseline: bool = True
@@ -210,7 +217,13 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "features.smooth_beta": ("must be >= 0", lambda v: v >= 0),
     "windows.size": ("must be >= 2", lambda v: v >= 2),
     "windows.stride": ("must be >= 1", lambda v: v >= 1),
+    "windows.pool": ("must be >= 1 (1 = every frame is a time step)", lambda v: v >= 1),
+    "data.task": (f"must be one of {list(TASKS)}", lambda v: v in TASKS),
     "data.classes": ("must hold at least 2 distinct names", lambda v: len(set(v)) >= 2),
+    "data.label_map": (
+        "must map labels to class names (strings; '' drops the label)",
+        lambda v: all(isinstance(x, str) for x in v.values()),
+    ),
     "windows.min_face_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "windows.cv_folds": ("must be >= 3 (one fold scored, one for early stopping, the rest train)", lambda v: v >= 3),
     "windows.features": ("must name at least one feature, each once", lambda v: len(v) == len(set(v)) > 0),
@@ -294,8 +307,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
-    """Build :class:`Params` from a parsed YAML mapping, checking every key."""
-    return _build(Params, raw, "")
+    """Build :class:`Params` from a parsed YAML mapping, checking every key (and keys that must agree)."""
+    params = _build(Params, raw, "")
+    w = params.windows
+    if w.size % w.pool:
+        raise ConfigError(
+            f"params key 'windows.size' ({w.size} frames) must be a multiple of 'windows.pool' ({w.pool}): "
+            f"each model time step averages windows.pool frames; e.g. windows.size {w.size - w.size % w.pool or w.pool}"
+        )
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,20 +27,39 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path: Path | None = None
     try:
-        # A stop signal is held while the file is created and named; its handler runs when the
-        # signals are unblocked, which is inside this ``try``, so the file is always removed.
+        # The name is chosen (and kept in ``tmp_path``) BEFORE the file exists, so a stop raised at
+        # any point after its creation finds it in the ``finally``. Holding the signals is not enough
+        # on its own: a stop delivered to another thread of the process (MediaPipe's, say) runs its
+        # Python handler in this one at once, blocked or not.
         with _signals_deferred():
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{path.name}.", dir=path.parent, suffix=".tmp" + (path.suffix if keep_suffix else "")
-            )
-            os.close(fd)
-            tmp_path = Path(tmp)
+            while True:
+                tmp_path = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix if keep_suffix else ''}"
+                try:  # mode 0666 less the umask, as any output
+                    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                    break
+                except FileExistsError:
+                    continue
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path is not None:
             with _signals_deferred():  # a stop signal arriving now is raised after the removal
                 tmp_path.unlink(missing_ok=True)
+
+
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")  # what atomic_path names its temp files
+
+
+def clear_stale_temps(folder: str | Path) -> int:
+    """Remove temp files of :func:`atomic_path`'s naming left in ``folder`` by a killed run (SIGKILL
+    leaves no chance to clean up); call it when a stage starts on its own output folder. Returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.is_file() and TEMP_NAME.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 @contextlib.contextmanager

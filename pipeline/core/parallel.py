@@ -23,6 +23,7 @@ import functools
 import multiprocessing as mp
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -46,6 +47,23 @@ def _on_term(signum: int, frame: Any) -> None:
     # stay): the pool sends one to every worker as soon as any worker has exited.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(f"worker stopped by {signal.Signals(signum).name}")
+
+
+def _on_lost_stop(hook: Any) -> None:
+    """``sys.unraisablehook`` in a worker: a SIGTERM that landed in a callback from native code
+    (numba's compiler calls back into Python through ctypes) raised there and was swallowed, with a
+    traceback on stderr. Instead: nothing printed, and the stop is delivered again, so the job unwinds
+    at the next line of Python. Anything else goes to the default hook."""
+    if isinstance(hook.exc_value, Interrupted):
+        import threading
+
+        signal.signal(signal.SIGTERM, _on_term)
+        # sent from a thread, a moment later: sent from here, the handler would run (and raise) in here
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(hook)
 
 
 def _run_job(fn: Callable[[T], R], job: T) -> R:
@@ -72,6 +90,14 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def stop_like_a_worker() -> None:
+    """A worker's signals: SIGTERM unwinds the current job (or exits when idle), even from inside a
+    callback from native code; Ctrl-C is ignored (the stage handles it and terminates us)."""
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.unraisablehook = _on_lost_stop
+
+
 def _init_worker(counter: Any, parent: int, cores_each: int = 1) -> None:
     """Pool initializer: stop with the stage, unwind on SIGTERM, ignore Ctrl-C (the stage handles
     it and terminates us), and pin this worker to the next ``cores_each`` allowed cores."""
@@ -81,8 +107,7 @@ def _init_worker(counter: Any, parent: int, cores_each: int = 1) -> None:
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())  # tqdm's default is a multiprocessing lock: a leaked semaphore at exit
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_like_a_worker()
     if not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
@@ -104,6 +129,12 @@ def _terminate(ex: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         if p.is_alive():
             p.kill()
             p.join()
+    # The pool's manager thread closes its wake-up pipe once it sees the workers gone; at exit, Python
+    # wakes that thread through the same pipe and, if the two race, prints an EBADF traceback
+    # (CPython 3.11). Waiting for the thread here ends the race before exit.
+    manager = getattr(ex, "_executor_manager_thread", None)
+    if manager is not None and manager.is_alive():
+        manager.join(grace_s)
 
 
 def dask_address(configured: str) -> str:
@@ -119,10 +150,12 @@ def map_jobs(
     address: str = "",
     unit: str = "video",
     threads: int = 1,
+    in_process: bool = True,
 ) -> Iterator[R]:
     """Apply ``fn`` to each job, in order: on a Dask cluster at ``address`` if given, else on
-    ``workers`` local processes (1 = in this process), each pinned to ``threads`` cores (at most
-    ``cores // threads`` workers run)."""
+    ``workers`` local processes (1 = in this process, unless ``in_process`` is False: then in one
+    child process, which Ctrl-C or SIGTERM terminate even inside a native call), each pinned to
+    ``threads`` cores (at most ``cores // threads`` workers run)."""
     from tqdm import tqdm
 
     jobs = list(jobs)
@@ -141,8 +174,8 @@ def map_jobs(
                     client.cancel(futures)
                     raise
             return
-        n = min(workers, len(jobs), max(1, (os.cpu_count() or 1) // max(1, threads)))
-        if n <= 1:
+        n = max(1, min(workers, len(jobs), max(1, (os.cpu_count() or 1) // max(1, threads))))
+        if n <= 1 and in_process:
             for job in jobs:
                 yield fn(job)
                 bar.update()
@@ -163,13 +196,20 @@ def map_jobs(
 
 
 def map_jobs_here_too(
-    fn: Callable[[T], R], jobs: Iterable[T], workers: int, desc: str, unit: str = "job", threads: int = 1
+    fn: Callable[[T], R],
+    jobs: Iterable[T],
+    workers: int,
+    desc: str,
+    unit: str = "job",
+    threads: int = 1,
+    here: bool = True,
 ) -> list[R]:
     """Like :func:`map_jobs` on local processes, but this process is one of the ``workers``: it runs
     jobs itself (already warm: no start-up, no second copy of its data) while ``workers - 1``
     spawned processes run the others. Jobs are handed out one at a time, to whoever is free.
     Results in input order. Ctrl-C or SIGTERM interrupt this process's own job at once and
-    terminate the others' (as in :func:`map_jobs`)."""
+    terminate the others' (as in :func:`map_jobs`). ``here=False``: only child processes run jobs
+    (for work that sits in native calls no signal interrupts; the children can be terminated)."""
     import queue
     import threading
 
@@ -177,6 +217,8 @@ def map_jobs_here_too(
 
     jobs = list(jobs)
     n = min(workers, len(jobs), max(1, (os.cpu_count() or 1) // max(1, threads)))
+    if not here:
+        return list(map_jobs(fn, jobs, n, desc, unit=unit, threads=threads, in_process=False))
     if n <= 1:
         return list(map_jobs(fn, jobs, 1, desc, unit=unit, threads=threads))
     todo: queue.Queue[int] = queue.Queue()

@@ -7,6 +7,8 @@ work so that
   chatter (captum's batch-size hint, absl/TFLite start-up lines) is silenced at its source;
 * a :class:`~pipeline.core.errors.PipelineError` ends with one ``error: ...`` line and its exit
   code (no traceback); anything else is a bug and keeps its traceback;
+* a fault of the machine (no space, read-only, permission denied, out of memory, a dead worker) ends
+  with one ``error: ...`` line and exit 3: never a quarantined input, never a recorded success;
 * SIGTERM behaves like Ctrl-C: the work unwinds (temp files removed, worker processes
   stopped) and the stage exits 130 with ``error: interrupted``.
 """
@@ -25,7 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.core.errors import Interrupted, PipelineError
+from pipeline.core.errors import Interrupted, PipelineError, machine_fault
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 FramesDir = Annotated[Path, typer.Option("--frames", help="frames stage folder")]
@@ -96,6 +98,12 @@ def run_stage(fn: Callable[[], dict | None]) -> None:
         why = str(exc) or "stopped by Ctrl-C"
         typer.echo(f"error: interrupted ({why}); nothing half-written was kept", err=True)
         raise SystemExit(Interrupted.exit_code) from None
+    except Exception as exc:  # the machine's fault (no space, read-only, memory, a dead worker): one line
+        fault = machine_fault(exc)
+        if fault is None:
+            raise  # a bug: keep its traceback
+        typer.echo(f"error: {fault}", err=True)
+        raise SystemExit(fault.exit_code) from None
     if summary is not None:
         typer.echo(json.dumps(summary, sort_keys=True))
 

@@ -104,6 +104,7 @@ class CrossValidation:
     final: FitResult
     index: pd.DataFrame
     meta: dict
+    familiarity: dict[str, Any]  # the unfamiliar-input score, cut-off calibrated out of fold (familiarity.py)
 
     def fold_summary(self, y: np.ndarray) -> list[dict[str, Any]]:
         from pipeline.modeling.base import macro_f1
@@ -145,7 +146,11 @@ def run_folds(
     _, _, index, meta = _windows(Path(windows_dir))
     k = int(meta["folds"])
     jobs = [FitJob(model, dict(hparams), Path(windows_dir), cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
-    return jobs, map_jobs_here_too(fit, jobs, workers, desc=f"{model}: {k} folds", unit="fold", threads=cfg.threads)
+    from pipeline.modeling import registry
+
+    here = not registry.get(model).native_fit  # long native fits run where a stop can terminate them
+    desc = f"{model}: {k} folds"
+    return jobs, map_jobs_here_too(fit, jobs, workers, desc=desc, unit="fold", threads=cfg.threads, here=here)
 
 
 def fit_final(
@@ -156,17 +161,29 @@ def fit_final(
     everyone = np.arange(len(y))
     epochs = int(statistics.median_low([r.best_epoch for r in folds]))
     every = FoldRows(FINAL, everyone, everyone[:0], everyone[:0])
-    return fit(FitJob(model, dict(hparams), Path(windows_dir), cfg, every, stop_after=epochs))
+    job = FitJob(model, dict(hparams), Path(windows_dir), cfg, every, stop_after=epochs)
+    from pipeline.modeling import registry
+
+    if not registry.get(model).native_fit:
+        return fit(job)
+    from pipeline.core.parallel import map_jobs
+
+    (res,) = map_jobs(fit, [job], 1, f"{model}: final", unit="fit", threads=cfg.threads, in_process=False)
+    return res
 
 
 def cross_validate(
     model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
 ) -> CrossValidation:
-    """All folds (in ``workers`` processes), then the final model on every subject."""
-    _, y, index, meta = _windows(Path(windows_dir))
+    """All folds (in ``workers`` processes), then the final model on every subject, and the
+    unfamiliar-input score of the windows (pipeline/modeling/familiarity.py)."""
+    from pipeline.modeling import familiarity
+
+    x, y, index, meta = _windows(Path(windows_dir))
     jobs, results = run_folds(model, hparams, windows_dir, cfg, workers)
     oof = np.full((len(y), len(meta["classes"])), np.nan)
     for job, res in zip(jobs, results, strict=True):
         oof[job.rows.test] = res.proba
     final = fit_final(model, hparams, windows_dir, cfg, results)
-    return CrossValidation(results, oof, final, index, meta)
+    known = familiarity.calibrate(x, y, index["fold"].to_numpy(), len(meta["classes"]))
+    return CrossValidation(results, oof, final, index, meta, known)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pipeline.modeling.base import Classifier, Split, class_weights, macro_f1
+from pipeline.modeling.base import SCORE_BATCH, Classifier, Split, class_weights, macro_f1
 from pipeline.modeling.zoo import n_parameters
 
 if TYPE_CHECKING:
@@ -105,8 +105,8 @@ class NeuralClassifier(Classifier):
             }
             if has_val:
                 model.eval()
-                with torch.no_grad():
-                    va_logits = model(xv)
+                with torch.no_grad():  # in batches, as :meth:`logits` scores (bounded memory)
+                    va_logits = torch.cat([model(xv[i : i + SCORE_BATCH]) for i in range(0, len(xv), SCORE_BATCH)])
                 row["val_loss"] = float(loss_fn(va_logits, yv))
                 row["val_f1"] = macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes)
                 bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")
@@ -128,7 +128,7 @@ class NeuralClassifier(Classifier):
         return history
 
     # --- inference ----------------------------------------------------------------------------
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.module(torch.tensor(x)).numpy()
 

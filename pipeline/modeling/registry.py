@@ -37,6 +37,9 @@ class ModelSpec:
     neural: bool = True  # a torch module trained by gradient descent (gradients give attributions)
     attention: bool = False  # gives attention weights over time
     baseline: bool = False  # a reference the report compares every model against
+    # its fit sits in long native calls that hold the GIL (no signal handler runs until they return):
+    # fitted in child processes only, which a stopped stage terminates (README "Bad input ... faults")
+    native_fit: bool = False
 
     def load_builder(self) -> Callable[..., Any]:
         module, attr = self.builder.split(":")
@@ -78,6 +81,7 @@ SPECS: dict[str, ModelSpec] = {
             "MiniRocket random convolutions + ridge classifier (sktime)",
             neural=False,
             baseline=True,
+            native_fit=True,  # the ridge's eigendecomposition: minutes on thousands of windows
         ),
         ModelSpec("rnn", f"{_ZOO}:rnn", "Elman RNN, last hidden state"),
         ModelSpec("gru", f"{_ZOO}:gru", "GRU, last hidden state"),

@@ -37,6 +37,8 @@ from pipeline.vision.video import write_mp4
 log = logging.getLogger(__name__)
 
 CLASSES = ("normal", "phonecall", "text", "yawn")
+# the classes the demo synthesises for each task (params data.task; README "Tasks")
+TASK_CLASSES = {"distraction": CLASSES, "drowsiness": ("alert", "drowsy")}
 
 
 # --- faces ------------------------------------------------------------------------------
@@ -283,12 +285,17 @@ def script(label: str, rng: np.random.Generator, n: int, fps: float, h: Habits |
     yaw = _drift(rng, t, 4) + h.posture[0]
     pitch = _drift(rng, t, 3) + h.posture[1]
     roll = _drift(rng, t, 2) + h.posture[2]
+    # drowsy: how sleepy this clip's driver is (0 = alert); slower, longer, more frequent blinks
+    sleepy = rng.uniform(0.4, 1.0) if label == "drowsy" else 0.0
     blink = np.zeros(n)
     tb = rng.uniform(0.3, 2.5)
     while tb < dur:
         d = rng.uniform(0.15, 0.35)
-        blink = np.maximum(blink, _bump(t, tb, d / 2, 0, d / 2))
-        tb += rng.uniform(0.5, 1.5) * h.blink_every
+        hold = 0.0
+        if sleepy:  # (no extra draws otherwise: the distraction demo keeps its bytes)
+            d, hold = d + sleepy * rng.uniform(0.0, 0.35), sleepy * rng.uniform(0, 0.15)
+        blink = np.maximum(blink, _bump(t, tb, d / 2, hold, d / 2))
+        tb += rng.uniform(0.5, 1.5) * h.blink_every * (1 - 0.35 * sleepy)
     eyes = np.zeros(n)
     mouth = np.zeros(n)
     cover = np.zeros(n)  # a hand over the mouth (0..1)
@@ -301,25 +308,51 @@ def script(label: str, rng: np.random.Generator, n: int, fps: float, h: Habits |
     def down(ts: float) -> np.ndarray:  # a glance at the speedometer or the radio
         return _bump(t, ts, 0.25, rng.uniform(0.3, 1.2), 0.3) * rng.uniform(8, 20)
 
-    if label == "normal":
+    def yawn(ts: float) -> float:  # adds one yawn starting at ts; returns its length
+        nonlocal mouth, pitch, eyes, cover
+        rise, hold, fall = rng.uniform(0.6, 1.5), rng.uniform(0.4, 2.5), rng.uniform(0.6, 1.3)
+        b = _bump(t, ts, rise, hold, fall)
+        mouth = np.maximum(mouth, rng.uniform(0.45, 1.0) * b)
+        pitch += h.yawn_pitch * rng.uniform(3, 12) * b
+        eyes = np.maximum(eyes, rng.uniform(0.3, 0.6) * b)
+        if rng.random() < h.covers_yawn:
+            cover = np.maximum(cover, _bump(t, ts + 0.3 * rise, 0.3, rise + hold, 0.4))
+        return rise + hold + fall
+
+    if label in ("normal", "alert"):
         yaw += _events(rng, t, h.glances, mirror)
         dn = np.minimum(_events(rng, t, h.glances_down, down), 25)
         pitch -= dn
         eyes = np.maximum(eyes, 0.015 * dn)
         if rng.random() < h.talkative:
             mouth = _talk(rng, t, singing=rng.random() < 0.3)
+        if label == "alert" and rng.random() < 0.3:  # alert drivers yawn too, now and then
+            yawn(rng.uniform(0, max(dur - 5, 0.1)))
     elif label == "yawn":
         ts = rng.uniform(0.0, 1.5)
         while ts < dur:
-            rise, hold, fall = rng.uniform(0.6, 1.5), rng.uniform(0.4, 2.5), rng.uniform(0.6, 1.3)
-            b = _bump(t, ts, rise, hold, fall)
-            mouth = np.maximum(mouth, rng.uniform(0.45, 1.0) * b)
-            pitch += h.yawn_pitch * rng.uniform(3, 12) * b
-            eyes = np.maximum(eyes, rng.uniform(0.3, 0.6) * b)
-            if rng.random() < h.covers_yawn:
-                cover = np.maximum(cover, _bump(t, ts + 0.3 * rise, 0.3, rise + hold, 0.4))
-            ts += rise + hold + fall + rng.uniform(0.8, 3.0)
+            ts += yawn(ts) + rng.uniform(0.8, 3.0)
         yaw += _events(rng, t, 0.5 * h.glances, mirror)
+    elif label == "drowsy":
+        # heavy lids, eyes closing for a second or two (a microsleep) with the head sagging forward and
+        # snapping back, yawns; fewer mirror checks
+        eyes = np.maximum(eyes, sleepy * rng.uniform(0.1, 0.3) * (1 + _drift(rng, t, 0.5)).clip(0, 2))
+
+        def microsleep(ts: float) -> np.ndarray:
+            return _bump(t, ts, rng.uniform(0.2, 0.5), rng.uniform(0.6, 2.0), rng.uniform(0.1, 0.3))
+
+        def nod(ts: float) -> np.ndarray:  # the head sags forward slowly and snaps back
+            return _bump(t, ts, rng.uniform(1.5, 3.5), rng.uniform(0.3, 1.2), rng.uniform(0.15, 0.4))
+
+        closures = np.minimum(_events(rng, t, 0.8 * sleepy, microsleep), 1)
+        eyes = np.maximum(eyes, closures)
+        pitch -= closures * rng.uniform(6, 18) + np.minimum(_events(rng, t, 0.6 * sleepy, nod), 1) * rng.uniform(10, 25)
+        ts = rng.exponential(10 / (0.5 * sleepy))
+        while ts < dur:
+            ts += yawn(ts) + rng.exponential(10 / (0.5 * sleepy))
+        yaw += _events(rng, t, 0.4 * h.glances, mirror)
+        if rng.random() < 0.5 * h.talkative:
+            mouth = np.maximum(mouth, _talk(rng, t))
     elif label == "phonecall":
         phone = h.phone_side if rng.random() < 0.75 else -h.phone_side
         roll += phone * (h.phone_roll + rng.uniform(-3, 3))
@@ -581,22 +614,29 @@ def clip_seed(seed: int, subject: int, label: int, clip: int) -> int:
     return int(np.random.SeedSequence([seed, subject, label, clip]).generate_state(1)[0] % 2**31)
 
 
-def generate(p: DemoParams, out_dir: Path, workers: int = 1) -> list[dict[str, str]]:
-    """Write ``out_dir/videos/*.mp4`` and ``out_dir/labels.csv``; returns the label rows."""
+def generate(p: DemoParams, out_dir: Path, workers: int = 1, task: str = "distraction") -> list[dict[str, str]]:
+    """Write ``out_dir/videos/*.mp4`` and ``out_dir/labels.csv`` for ``task``; returns the label rows."""
+    classes = TASK_CLASSES[task]
     subjects = build_subjects(p)
     n = round(p.seconds * p.fps)
     jobs, rows = [], []
     for si, sub in enumerate(subjects):
         sub.habits = habits(p.seed, si)
         sid = f"s{si + 1:02d}"
-        for ci, label in enumerate(CLASSES):
+        for ci, label in enumerate(classes):
             for k in range(p.clips_per_class):
                 rel = f"videos/{sid}_{label}_{k + 1}.mp4"
                 jobs.append((sub, label, clip_seed(p.seed, si, ci, k), n, p.fps, rel))
                 rows.append({"video": rel, "subject": sid, "label": label})
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     log.info(
-        "demo: %d subjects x %d classes x %d clips of %g s", len(subjects), len(CLASSES), p.clips_per_class, p.seconds
+        "demo (%s): %d subjects x %d classes %s x %d clips of %g s",
+        task,
+        len(subjects),
+        len(classes),
+        "/".join(classes),
+        p.clips_per_class,
+        p.seconds,
     )
     for rel, data in map_jobs(_clip_job, jobs, workers, "demo clips"):
         _write_bytes(out_dir / rel, data)
@@ -616,9 +656,15 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 def run(params: Params, out_dir: Path) -> dict:
     """Regenerate the demo raw folder from scratch."""
+    task, want = params.data.task, TASK_CLASSES[params.data.task]
+    if Path(params.data.raw_dir).resolve() == out_dir.resolve() and set(params.data.classes) != set(want):
+        raise ConfigError(
+            f"params key 'data.classes' is {list(params.data.classes)}, but the {task} demo makes the classes "
+            f'{list(want)}: set data.classes to {list(want)} (README "Tasks")'
+        )
     if (out_dir / "videos").exists():
         shutil.rmtree(out_dir / "videos")
-    rows = generate(params.demo, out_dir, resolve_workers(params.frames.workers))
+    rows = generate(params.demo, out_dir, resolve_workers(params.frames.workers), task)
     return {"clips": len(rows), "subjects": len({r["subject"] for r in rows})}
 
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, landmarks_dir: Path, frames_dir: Path, out_path: Path, quarantine_path: Path) -> dict:
     """Every landmark file -> ``features.parquet``; merges the quarantine lists."""
-    entries = {e.video_id: e for e in load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)}
+    d = params.data
+    entries = {e.video_id: e for e in load_labels(d.raw_dir, d.labels_file, d.classes, label_map=d.label_map)}
     frames_manifest = read_json(Path(frames_dir) / "manifest.json")
     lm_manifest = read_json(Path(landmarks_dir) / "manifest.json")
     parts = []

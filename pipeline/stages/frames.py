@@ -29,7 +29,8 @@ from pathlib import Path
 from pipeline.contracts.frames import write_plan
 from pipeline.contracts.labels import Segment, load_labels
 from pipeline.core.config import FramesParams, Params, load_params, resolve_workers
-from pipeline.core.files import write_json
+from pipeline.core.errors import machine_fault
+from pipeline.core.files import clear_stale_temps, write_json
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import ParamsOpt, run_stage
 from pipeline.vision.frameplan import (  # noqa: F401 (re-exported: the stage's planning functions)
@@ -67,6 +68,8 @@ def process_video(job: Job) -> dict:
     except VideoError as exc:
         return {"video_id": vid, "video": rel, "status": "quarantined", "stage": "frames", "reason": str(exc)}
     except Exception as exc:  # an unexpected decoder failure must not kill the whole run
+        if (fault := machine_fault(exc)) is not None:  # the machine's, not this video's: stop
+            raise fault from exc
         return {
             "video_id": vid,
             "video": rel,
@@ -101,8 +104,10 @@ def unlabelled_files(raw_dir: Path, labelled: set[Path], labels_file: str) -> li
 
 def run(params: Params, out_dir: Path) -> dict:
     """Every labelled video -> a plan file, or a quarantine entry."""
-    entries = load_labels(params.data.raw_dir, params.data.labels_file, params.data.classes)
+    d = params.data
+    entries = load_labels(d.raw_dir, d.labels_file, d.classes, label_map=d.label_map)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale_temps(out_dir)  # a killed earlier run's hidden temp files
     f = params.frames
     jobs = [Job(e.video_id, e.rel, e.path, out_dir, f, params.windows.size, e.segments) for e in entries]
     log.info(

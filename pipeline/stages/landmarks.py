@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pipeline.contracts.frames import read_plan
 from pipeline.core.config import LandmarksParams, Params, load_params, resolve_workers
-from pipeline.core.files import read_json, write_json
+from pipeline.core.errors import machine_fault
+from pipeline.core.files import clear_stale_temps, read_json, write_json
 from pipeline.core.parallel import dask_address, map_jobs
 from pipeline.core.runtime import FramesDir, ParamsOpt, run_stage
 from pipeline.vision.landmarker import detect_video
@@ -52,6 +53,8 @@ def process_video(job: Job) -> dict:
     except VideoError as exc:
         return {**entry, "status": "quarantined", "stage": "landmarks", "reason": str(exc)}
     except Exception as exc:  # one broken video must not stop the others; the reason is kept
+        if (fault := machine_fault(exc)) is not None:  # the machine's, not this video's: stop
+            raise fault from exc
         out.unlink(missing_ok=True)
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
         return {**entry, "status": "quarantined", "stage": "landmarks", "reason": reason}
@@ -64,6 +67,7 @@ def run(params: Params, frames_dir: Path, out_dir: Path) -> dict:
     raw = Path(params.data.raw_dir)  # paths were checked against it by the frames stage
     manifest = read_json(frames_dir / "manifest.json")
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale_temps(out_dir)  # a killed earlier run's hidden temp files
     jobs = [
         Job(vid, info["video"], raw / info["video"], frames_dir / f"{vid}.parquet", out_dir, p)
         for vid, info in sorted(manifest["videos"].items())

@@ -58,6 +58,13 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
             f["val_f1"],
             f["test_f1"],
         )
+    known = cv.familiarity
+    log.info(
+        "  unfamiliar input: distance above %.2f (%.1f%% of %s windows)",
+        known["cutoff"],
+        100 * known["oof_flagged"],
+        known["calibrated_on"],
+    )
     model = registry.create(name, len(meta["features"]), len(meta["classes"]), int(meta["window"]), hparams)
     card = ModelCard.for_windows(name, meta, hparams, model.weights_file)
     norm = {"subject_baseline": meta["normalisation"]["subject_baseline"], **cv.final.normaliser.as_dict()}
@@ -67,6 +74,7 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
         normalisation=norm,
         epochs=cv.final.best_epoch,
         inputs=inputs_of(params),
+        familiarity=cv.familiarity,
     )
     out = models_dir / name
     write_weights(out, model.weights_file, cv.final.state)

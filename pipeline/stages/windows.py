@@ -168,7 +168,7 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
             f"{totals['dropped_low_face']} low face presence, {totals['dropped_unlabelled']} unlabelled); "
             "lower windows.size or windows.min_face_fraction, or set windows.drop_mixed to false"
         )
-    x = cut_windows(x_all, s, p.size)
+    x = cut_windows(x_all, s, p.size, p.pool)
     e = s + p.size - 1
     t_all = features["t"].to_numpy()
     index = pd.DataFrame(
@@ -187,7 +187,9 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
     return Windows(x, index), totals
 
 
-def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
+def build(
+    features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...], task: str = "distraction"
+) -> tuple[Windows, dict]:
     """Features table -> windows with their cross-validation fold, and the meta dictionary."""
     w, counts = make_windows(features, p, classes)
     per_subject = w.index.groupby(["subject", "label"], observed=True).size()
@@ -203,9 +205,11 @@ def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) ->
     observed = np.isfinite(w.x).mean(axis=(0, 1))
     meta = {
         "format": FORMAT,
+        "task": task,
         "features": list(p.features),
         "classes": list(classes),
-        "window": p.size,
+        "window": p.size // p.pool,  # time steps of x
+        "pool": p.pool,  # frames averaged into one step
         "stride": p.stride,
         "folds": p.cv_folds,
         "normalisation": {
@@ -219,9 +223,22 @@ def build(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) ->
     return w, meta
 
 
+def check_task(params: Params) -> None:
+    """The drowsiness task needs the drowsiness features: minutes of blinks and closures do not fit in
+    one window's frames, the trailing features carry them (README "Tasks")."""
+    from pipeline.contracts.features import DROWSINESS
+
+    if params.data.task == "drowsiness" and not set(params.windows.features) & set(DROWSINESS):
+        raise ConfigError(
+            f"params key 'data.task' is drowsiness, but 'windows.features' holds none of the drowsiness features "
+            f'{sorted(DROWSINESS)}; add them (README "Tasks" has a ready windows section)'
+        )
+
+
 def run(params: Params, features_path: Path, out_dir: Path) -> dict:
     """features.parquet -> windows/windows.parquet + meta.json."""
-    w, meta = build(read_features(features_path), params.windows, params.data.classes)
+    check_task(params)
+    w, meta = build(read_features(features_path), params.windows, params.data.classes, params.data.task)
     write_windows(w, meta, out_dir)
     c = meta["counts"]
     log.info(

@@ -76,6 +76,12 @@ def timing_problems(src_t: np.ndarray, f: FramesParams, segments: tuple[Segment,
         )
     duration = float(src_t[-1]) + step
     for s in segments:
+        if s.start_s >= duration:  # an open-ended segment too: it would label nothing
+            return (
+                f"labelled segment '{s.label}' {s.start_s:g}-{s.end_s:g} s starts after the video ends "
+                f"({duration:.2f} s long): seconds vs milliseconds? Fix its start_s/end_s in the labels file",
+                [],
+            )
         if np.isfinite(s.end_s) and s.end_s > duration + SEGMENT_SLACK_S:
             return (
                 f"labelled segment '{s.label}' {s.start_s:g}-{s.end_s:g} s ends after the video "
