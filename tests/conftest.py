@@ -96,6 +96,18 @@ def pytest_unconfigure(config) -> None:
         os.environ.pop(CACHE_ENV, None)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The CPU at the end of the log, beside any failure: results are checked byte for byte against references made on another
+    machine (tests/data/numerics_reference.json), so a failure must say which CPU ran it."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    flags = fields.get("flags\t\t", "").split()
+    isa = [f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags]
+    name = fields.get("model name\t", "unknown").strip()
+    vendor = fields.get("vendor_id\t", "unknown").strip()
+    terminalreporter.write_line(f"cpu: {vendor}, {name}, {os.cpu_count()} cpus, {' '.join(isa) or 'no avx2'}")
+
+
 def shared_dvc_cache() -> Path:
     """ONE DVC cache (objects + run-cache) for every tiny workspace of the test session, shared by the
     pytest-xdist workers: a stage that another workspace already ran with the same code, inputs and
