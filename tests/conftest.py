@@ -97,8 +97,9 @@ def pytest_unconfigure(config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The CPU at the end of the log, beside any failure: results are checked byte for byte against references made on another
-    machine (tests/data/numerics_reference.json), so a failure must say which CPU ran it."""
+    """The CPU at the end of the log, beside any failure: results are checked byte for byte against
+    references made on another machine (tests/data/numerics_reference.json), so a failure must say
+    which CPU ran it."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     flags = fields.get("flags\t\t", "").split()
