@@ -96,6 +96,34 @@ def pytest_unconfigure(config) -> None:
         os.environ.pop(CACHE_ENV, None)
 
 
+LOAD_ENV = "DRIVER_PIPELINE_TEST_CPU_LOAD"
+BUSY = """
+import os, sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:  # ends with the test process, even if that one is killed
+    for _ in range(200_000):
+        pass
+"""
+
+
+@pytest.fixture(autouse=True)
+def cpu_load(request) -> Iterator[None]:
+    """Tests marked ``under_load`` (flows, signals, machine faults: stops, timeouts, watchers) run beside
+    busy processes in CI, so they cannot pass only on an idle machine: ``DRIVER_PIPELINE_TEST_CPU_LOAD``
+    of them (default 2 when ``CI`` is set, else 0)."""
+    n = int(os.environ.get(LOAD_ENV, "2" if os.environ.get("CI") else "0"))
+    if not n or request.node.get_closest_marker("under_load") is None:
+        yield
+        return
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(os.getpid())]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """The CPU at the end of the log, beside any failure: results are checked byte for byte against
     references made on another machine (tests/data/numerics_reference.json), so a failure must say

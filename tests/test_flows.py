@@ -39,6 +39,8 @@ from flows.pipeline_flow import (
 )
 from tests.conftest import ROOT, dvc_env, make_workspace, migrated_prefect_home, read_params, write_params
 
+pytestmark = pytest.mark.under_load  # beside busy processes in CI (tests/conftest.py cpu_load)
+
 
 # --- task logic and pure helpers (no server) ----------------------------------------------------
 def test_plan_follows_the_real_dvc_dag():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import yaml
 
 from pipeline.core.errors import MachineError, machine_fault
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.under_load  # beside busy processes in CI (tests/conftest.py cpu_load)
 
 
 @contextlib.contextmanager
@@ -133,6 +136,49 @@ def test_train_stage_on_a_full_disk_stops(tmp_path):
         args = ["--model", "stats_lr", "--params", str(params), "--windows", str(wdir)]
         res = stage("train", *args, "--models", str(fs / "models"), "--reports", str(fs / "reports"))
         assert_stopped_by_the_machine(res, "no space")
+
+
+OUT_OF_MEMORY = """
+import atexit, resource, runpy, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+else:  # measure: the peak address space of the run
+    peak = lambda: open("/proc/self/status").read().split("VmPeak:")[1].split()[0]
+    atexit.register(lambda: print(f"vmpeak_kb={peak()}", file=sys.stderr))
+sys.argv = ["pipeline.stages", *sys.argv[2:]]
+runpy.run_module("pipeline.stages", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_stage_out_of_memory_stops_with_one_line_and_writes_nothing(tmp_path):
+    """A real allocation failure, not a simulated one: the windows stage under an address-space cap
+    (RLIMIT_AS, what a container's or a batch system's memory limit does) of 1 GB more than the same
+    stage needs at stride 100. At stride 1 its windows of 3,000 frames need ~10 GB more."""
+    from tests.test_windows import CLASSES, FEATS, fake_features
+
+    fake_features(n_subjects=6, frames=12000, classes=CLASSES).to_parquet(tmp_path / "features.parquet")
+
+    def windows(stride: int, limit: int) -> subprocess.CompletedProcess:
+        params = tmp_path / f"params{stride}.yaml"
+        windows = {"size": 3000, "stride": stride, "features": list(FEATS), "cv_folds": 3}
+        params.write_text(yaml.safe_dump({"windows": windows}))
+        args = ["--params", str(params), "--features", str(tmp_path / "features.parquet"), "--out", str(tmp_path / "w")]
+        cmd = [sys.executable, "-c", OUT_OF_MEMORY, str(limit), "windows", *args]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    measured = windows(100, 0)
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    limit = int(measured.stderr.split("vmpeak_kb=")[1].split()[0]) * 1024 + 2**30
+    shutil.rmtree(tmp_path / "w")
+    fits = windows(100, limit)
+    assert fits.returncode == 0, fits.stderr[-3000:]  # the cap itself leaves the stage room
+    shutil.rmtree(tmp_path / "w")
+    res = windows(1, limit)
+    assert_stopped_by_the_machine(res, "out of memory")
+    assert "fewer workers, smaller batches" in res.stderr
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
 
 
 def _children(pid: int) -> list[int]:

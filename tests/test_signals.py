@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, write_clip
 
+pytestmark = pytest.mark.under_load  # beside busy processes in CI (tests/conftest.py cpu_load)
+
 
 def children(pid: int) -> list[int]:
     """Direct child processes of ``pid`` (Linux /proc)."""

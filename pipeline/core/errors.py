@@ -93,7 +93,10 @@ def machine_fault(exc: BaseException) -> MachineError | None:
         if isinstance(cur, MachineError):
             return cur
         if isinstance(cur, MemoryError):
-            return MachineError(f"out of memory ({type(cur).__name__}); {WHAT_TO_DO[errno.ENOMEM]}")
+            return MachineError(
+                f"out of memory ({type(cur).__name__}: {cur}); {WHAT_TO_DO[errno.ENOMEM]}; "
+                "nothing of this run was recorded as done"
+            )
         if type(cur).__name__ in ("BrokenProcessPool", "KilledWorker"):  # local pool / Dask
             return MachineError(
                 f"a worker process died ({type(cur).__name__}: {cur}): killed, or out of memory? "

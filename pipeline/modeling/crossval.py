@@ -67,7 +67,7 @@ def fit(job: FitJob) -> FitResult:
     from pipeline.modeling import numerics, registry
     from pipeline.modeling.base import macro_f1, softmax
 
-    numerics.ensure_pinned(job.cfg.threads)
+    numerics.ensure_pinned(job.cfg.threads, torch=registry.get(job.model).neural)
     x, y, _, meta = _windows(job.windows_dir)
     n_classes = len(meta["classes"])
     r = job.rows

@@ -46,13 +46,20 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _library = None  # the torch.library registration (kept alive: dropping it restores MKL)
 
 
-def pin(threads: int) -> None:
-    """Pin CPU numerics for this process (call before torch is imported)."""
+def pin(threads: int, torch: bool = True) -> None:
+    """Pin CPU numerics for this process (call before torch is imported). ``torch=False``, for models
+    that never use it (statistics, MiniRocket), sets the variables only and leaves torch unloaded:
+    importing it costs a stage process 2-3 s."""
     if "torch" in sys.modules:
         raise RuntimeError("numerics.pin() must run before torch is imported (MKL reads MKL_CBWR at load)")
     os.environ.update(PINNED_ENV)
     for k in THREAD_ENV:
         os.environ[k] = str(threads)
+    if torch:
+        _pin_torch(threads)
+
+
+def _pin_torch(threads: int) -> None:
     import torch
 
     torch.backends.mkldnn.enabled = True  # capped by ONEDNN_MAX_CPU_ISA above
@@ -112,10 +119,13 @@ def _warn_unpinned() -> None:
     log.warning("torch was imported before numerics.pin(): trained bytes may depend on this CPU")
 
 
-def ensure_pinned(threads: int) -> None:
+def ensure_pinned(threads: int, torch: bool = True) -> None:
     """Pin this process if it is not yet (a fresh worker), else check it was pinned (torch loaded)."""
     if "torch" not in sys.modules:
-        pin(threads)
+        if torch and all(os.environ.get(k) == v for k, v in PINNED_ENV.items()):
+            _pin_torch(threads)  # pinned without torch so far; the variables are set
+        else:
+            pin(threads, torch)
         return
     import torch
 

@@ -31,7 +31,7 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json, write_json
 from pipeline.core.runtime import ModelName, ModelsDir, ParamsOpt, ReportsDir, WindowsDir, run_stage
-from pipeline.modeling import numerics
+from pipeline.modeling import numerics, registry
 from pipeline.modeling.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def main(
 
     def work() -> dict:
         p = load_params(params)
-        numerics.pin(p.train.threads)
+        numerics.pin(p.train.threads, torch=registry.get(model).neural)
         return run(p, model, windows_dir, models_dir, reports_dir)
 
     run_stage(work)

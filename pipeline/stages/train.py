@@ -104,7 +104,7 @@ def main(
 
     def work() -> dict:
         p = load_params(params)
-        numerics.pin(p.train.threads)
+        numerics.pin(p.train.threads, torch=registry.get(model).neural)
         return run(p, model, windows_dir, models_dir, reports_dir)
 
     run_stage(work)
