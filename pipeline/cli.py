@@ -6,6 +6,7 @@ driver-pipeline monitor 0                              # camera 0: alerts as JSO
 driver-pipeline export --out driver_model.pt           # TorchScript file the monitor can run
 driver-pipeline pr-comment --base origin/main --out comment.md
 driver-pipeline sweep --sizes 30 --sizes 90
+driver-pipeline dask-worker tcp://10.0.0.5:8786       # a Dask worker for the stages and the training matrix
 """
 
 from __future__ import annotations
@@ -286,6 +287,29 @@ def fingerprint(
         typer.echo(f"all {len(got['ops'])} kernels give the reference bytes ({got['cpu']} vs {ref['cpu']})")
 
     run_stage(work)
+
+
+@app.command("dask-worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dask_worker(
+    ctx: typer.Context,
+    print_env: Annotated[bool, typer.Option("--print-env", help="print the variables instead (KEY=VALUE)")] = False,
+) -> None:
+    """`dask worker` with the pipeline's pinned CPU numerics (other arguments go to it), e.g.
+    `driver-pipeline dask-worker tcp://10.0.0.5:8786 --nworkers 2 --nthreads 1`.
+
+    Plain `dask worker` loads numpy before anything of the pipeline, with this CPU's own kernels, and
+    its results would differ from a local run; the pipeline refuses to compute there."""
+    import os
+    import sys
+
+    from pipeline.modeling.numerics import PINNED_ENV
+
+    if print_env:
+        for k, v in sorted(PINNED_ENV.items()):
+            typer.echo(f"{k}={v}")
+        return
+    argv = [sys.executable, "-m", "distributed.cli.dask_worker", *ctx.args]
+    os.execve(sys.executable, argv, {**os.environ, **PINNED_ENV})
 
 
 if __name__ == "__main__":  # pragma: no cover

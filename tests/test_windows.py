@@ -174,3 +174,33 @@ def test_stage_writes_the_format(tmp_path):
     assert (order["label"].to_numpy() == np.asarray(CLASSES)[y]).all()
     assert (order["fold"].to_numpy() == index["fold"].to_numpy()).all()
     assert len(x) == meta["counts"]["kept"]
+
+
+@pytest.mark.slow
+def test_the_readmes_hand_written_windows_train_and_evaluate(tmp_path):
+    """The README's own example (the five required meta.json keys only) through the real train and
+    evaluate stages; a meta.json without a required key is an error naming it."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The windows format") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    common = ["--model", "stats_lr", "--params", str(ROOT / "params.yaml"), "--windows", "my_windows"]
+    for stage in ("train", "evaluate"):
+        cmd = [sys.executable, "-m", "pipeline.stages", stage, *common, "--models", "m", "--reports", "r"]
+        res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "stats_lr" / "metrics.json").read_text())["cv"]["macro_f1"] >= 0
+    meta = json.loads((tmp_path / "my_windows" / "meta.json").read_text())
+    del meta["folds"]
+    (tmp_path / "my_windows" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"lacks \['folds'\]"):
+        WC.read_windows(tmp_path / "my_windows")

@@ -165,6 +165,15 @@ class Normaliser:
         return cls(tuple(d["mean"]), tuple(d["std"]))
 
 
+META_REQUIRED = ("format", "features", "classes", "window", "folds")
+# what the windows stage adds, as a hand-written set means it (README 'The windows format')
+META_DEFAULTS = {
+    "task": "distraction",
+    "pool": 1,
+    "normalisation": {"subject_baseline": False},
+}
+
+
 def read_meta(out_dir: Path) -> dict:
     path = Path(out_dir) / "meta.json"
     if not path.exists():
@@ -174,7 +183,12 @@ def read_meta(out_dir: Path) -> dict:
         raise DataError(
             f"{path} is format {meta.get('format')!r}, this pipeline reads {FORMAT!r}: rerun the windows stage"
         )
-    return meta
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing:
+        raise DataError(
+            f"{path} lacks {missing}: a windows meta.json needs {list(META_REQUIRED)} (README 'The windows format')"
+        )
+    return {**meta, **{k: v for k, v in META_DEFAULTS.items() if k not in meta}}  # the file's order kept
 
 
 def windows_table(x: np.ndarray, index: pd.DataFrame):

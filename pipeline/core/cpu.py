@@ -44,3 +44,17 @@ def is_pinned() -> bool:
     from numpy.core._multiarray_umath import __cpu_features__
 
     return not __cpu_features__.get("AVX512F", False)
+
+
+def require_pinned(where: str) -> None:
+    """Refuse to compute in a process whose numpy loaded before :func:`pin_env` (its kernels, and so
+    the bytes, would be this CPU's): e.g. a Dask worker started with plain ``dask worker``, which
+    imports numpy before anything of ours."""
+    if not is_pinned():
+        from pipeline.core.errors import ConfigError
+
+        raise ConfigError(
+            f"{where}: this process loaded numpy before the pipeline pinned its CPU kernels, so its results "
+            "would depend on this CPU; start Dask workers with `driver-pipeline dask-worker SCHEDULER_ADDRESS` "
+            "(or with the variables of `driver-pipeline dask-worker --print-env` set)"
+        )

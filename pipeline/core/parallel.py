@@ -1,4 +1,4 @@
-"""Per-video fan-out: a local process pool (spawn) with a progress bar, or a Dask cluster.
+"""Per-video (and per-fold) fan-out: a local process pool (spawn) with a progress bar, or a Dask cluster.
 
 With a Dask scheduler address (params ``parallel.dask_address`` or the environment
 variable ``DRIVER_PIPELINE_DASK_ADDRESS``, which wins) the same per-video function runs
@@ -77,6 +77,14 @@ def _run_job(fn: Callable[[T], R], job: T) -> R:
         os._exit(128 + signal.SIGTERM)
     finally:
         _in_job = False
+
+
+def _run_pinned(fn: Callable[[T], R], job: T) -> R:
+    """A job on a Dask worker: only where numpy runs the pinned kernels (same bytes as a local run)."""
+    from pipeline.core.cpu import require_pinned
+
+    require_pinned(f"Dask worker {os.uname().nodename}:{os.getpid()}")
+    return fn(job)
 
 
 def die_with_parent(parent: int) -> None:
@@ -165,7 +173,7 @@ def map_jobs(
             from distributed import Client
 
             with Client(address, set_as_default=False) as client:
-                futures = client.map(fn, jobs, pure=False)
+                futures = client.map(functools.partial(_run_pinned, fn), jobs, pure=False)
                 try:
                     for fut in futures:  # in input order; the cluster runs them in parallel
                         yield fut.result()

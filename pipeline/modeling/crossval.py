@@ -137,53 +137,66 @@ class CrossValidation:
 
 
 def run_folds(
-    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
+    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int, address: str = ""
 ) -> tuple[list[FitJob], list[FitResult]]:
     """Fit every fold, ``workers`` at a time (this process and ``workers - 1`` others, each fit with
-    ``cfg.threads`` threads)."""
-    from pipeline.core.parallel import map_jobs_here_too
+    ``cfg.threads`` threads), or on the Dask cluster at ``address`` (every fold at once, as its
+    workers allow; they read the windows from the same path, so it must be on a shared disk)."""
+    from pipeline.core.parallel import map_jobs, map_jobs_here_too
 
     _, _, index, meta = _windows(Path(windows_dir))
     k = int(meta["folds"])
-    jobs = [FitJob(model, dict(hparams), Path(windows_dir), cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
+    where = Path(windows_dir).resolve() if address else Path(windows_dir)
+    jobs = [FitJob(model, dict(hparams), where, cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
     from pipeline.modeling import registry
 
-    here = not registry.get(model).native_fit  # long native fits run where a stop can terminate them
     desc = f"{model}: {k} folds"
+    if address:
+        return jobs, list(map_jobs(fit, jobs, workers, desc=desc, address=address, unit="fold"))
+    here = not registry.get(model).native_fit  # long native fits run where a stop can terminate them
     return jobs, map_jobs_here_too(fit, jobs, workers, desc=desc, unit="fold", threads=cfg.threads, here=here)
 
 
 def fit_final(
-    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, folds: list[FitResult]
+    model: str,
+    hparams: dict[str, Any],
+    windows_dir: Path,
+    cfg: TrainParams,
+    folds: list[FitResult],
+    address: str = "",
 ) -> FitResult:
-    """The final model on every subject, for the median (low) of the folds' best epochs, no validation."""
+    """The final model on every subject, for the median (low) of the folds' best epochs, no validation
+    (on the Dask cluster at ``address`` if given)."""
     _, y, _, _ = _windows(Path(windows_dir))
     everyone = np.arange(len(y))
     epochs = int(statistics.median_low([r.best_epoch for r in folds]))
     every = FoldRows(FINAL, everyone, everyone[:0], everyone[:0])
-    job = FitJob(model, dict(hparams), Path(windows_dir), cfg, every, stop_after=epochs)
+    where = Path(windows_dir).resolve() if address else Path(windows_dir)
+    job = FitJob(model, dict(hparams), where, cfg, every, stop_after=epochs)
     from pipeline.modeling import registry
 
-    if not registry.get(model).native_fit:
+    if not registry.get(model).native_fit and not address:
         return fit(job)
     from pipeline.core.parallel import map_jobs
 
-    (res,) = map_jobs(fit, [job], 1, f"{model}: final", unit="fit", threads=cfg.threads, in_process=False)
+    desc = f"{model}: final"
+    (res,) = map_jobs(fit, [job], 1, desc, address=address, unit="fit", threads=cfg.threads, in_process=False)
     return res
 
 
 def cross_validate(
-    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int
+    model: str, hparams: dict[str, Any], windows_dir: Path, cfg: TrainParams, workers: int, address: str = ""
 ) -> CrossValidation:
-    """All folds (in ``workers`` processes), then the final model on every subject, and the
-    unfamiliar-input score of the windows (pipeline/modeling/familiarity.py)."""
+    """All folds (in ``workers`` processes, or on the Dask cluster at ``address``), then the final
+    model on every subject, and the unfamiliar-input score of the windows
+    (pipeline/modeling/familiarity.py). The same bytes wherever the fits run."""
     from pipeline.modeling import familiarity
 
     x, y, index, meta = _windows(Path(windows_dir))
-    jobs, results = run_folds(model, hparams, windows_dir, cfg, workers)
+    jobs, results = run_folds(model, hparams, windows_dir, cfg, workers, address)
     oof = np.full((len(y), len(meta["classes"])), np.nan)
     for job, res in zip(jobs, results, strict=True):
         oof[job.rows.test] = res.proba
-    final = fit_final(model, hparams, windows_dir, cfg, results)
+    final = fit_final(model, hparams, windows_dir, cfg, results, address)
     known = familiarity.calibrate(x, y, index["fold"].to_numpy(), len(meta["classes"]))
     return CrossValidation(results, oof, final, index, meta, known)

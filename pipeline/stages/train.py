@@ -24,6 +24,7 @@ from pipeline.contracts.training_log import write_training_log
 from pipeline.core.config import Params, load_params, resolve_workers
 from pipeline.core.errors import ModelError
 from pipeline.core.files import write_json
+from pipeline.core.parallel import dask_address
 from pipeline.core.runtime import ModelName, ModelsDir, ParamsOpt, ReportsDir, WindowsDir, run_stage
 from pipeline.modeling import numerics, registry
 
@@ -42,7 +43,10 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     workers = resolve_workers(params.train.workers)
     log.info("train %s: subject-grouped cross-validation, %s", name, hparams or "default hparams")
     t0 = time.perf_counter()
-    cv = cross_validate(name, hparams, windows_dir, params.train, workers)
+    address = dask_address(params.parallel.dask_address)
+    if address:
+        log.info("train %s: folds and final fit on the Dask cluster at %s", name, address)
+    cv = cross_validate(name, hparams, windows_dir, params.train, workers, address)
     seconds = time.perf_counter() - t0
     meta, index = cv.meta, cv.index
     y = index["label"].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy()
