@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.contracts.predictions import read_oof
 from pipeline.contracts.training_log import read_training_log
-from pipeline.contracts.windows import FORMAT, read_windows
+from pipeline.contracts.windows import FORMAT, fold_rows, read_windows
 from pipeline.core.config import TrainParams, parse_params
 from pipeline.core.errors import ModelError
 from pipeline.modeling.base import class_weights, macro_f1
@@ -207,3 +207,30 @@ def test_minirocket_beyond_the_ridge_size_fits_logistic_regression_with_c_from_a
     again = B.MiniRocket(3, 3, WINDOW, num_kernels=500)
     again.fit(train, empty, 3, cfg)
     assert again.state_bytes() == m.state_bytes()  # deterministic
+
+
+def test_device_auto_trains_on_the_cpu_here_with_the_cpu_bytes_and_a_missing_gpu_is_named(tmp_path):
+    """`train.device: auto` takes a GPU when torch finds one; on this CPU-only machine it must train the
+    bytes of `cpu`. Asking for `cuda` without a GPU, or for a device that does not exist, is an error
+    naming the key (checked with the params, before any fold trains)."""
+    import torch
+
+    from pipeline.core.errors import ConfigError
+    from pipeline.modeling.crossval import FitJob, fit
+    from pipeline.modeling.numerics import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: auto trains there (README: what reproducible means on a GPU)")
+    wdir = make_set(tmp_path / "w", per_subject=10)
+    _, _, index, _ = read_windows(wdir)
+    rows = fold_rows(index["fold"].to_numpy(), 5)[0]
+    states = []
+    for device in ("cpu", "auto"):
+        cfg = params(epochs=3, patience=3, jitter=0.1, scaling=0.1, device=device).train
+        res = fit(FitJob("bilstm_attn", {"hidden": 8}, wdir, cfg, rows))
+        states.append((res.state, res.proba.tobytes()))
+    assert resolve_device("auto") == "cpu" and states[0] == states[1]
+    with pytest.raises(ConfigError, match=r"'train\.device' is 'cuda' but torch finds no GPU here"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"train\.device.*must be cpu, auto"):
+        params(device="gpu")

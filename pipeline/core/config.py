@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ class TrainParams:
     jitter: float = 0.0  # augmentation: Gaussian noise (sd, in z-score units) added to each training batch
     scaling: float = 0.0  # augmentation: each window's features scaled by 1 + N(0, sd)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu (same bytes on any x86-64 CPU), auto (a GPU if torch finds one), cuda, cuda:N
     threads: int = 1  # per fit; fixed, so results do not depend on the machine's core count (modeling/numerics.py)
     workers: int = 0  # cross-validation folds trained at once (0 = all cores); does not change the results
 
@@ -234,6 +235,10 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "train.lr": ("must be > 0", lambda v: v > 0),
     "train.label_smoothing": ("must be in [0, 1)", lambda v: 0 <= v < 1),
     "train.threads": ("must be >= 1", lambda v: v >= 1),
+    "train.device": (
+        "must be cpu, auto (a GPU when torch finds one, else the CPU), cuda or cuda:N",
+        lambda v: v in ("cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
+    ),
     "train.workers": ("must be >= 0", lambda v: v >= 0),
     "train.jitter": ("must be >= 0", lambda v: v >= 0),
     "train.scaling": ("must be >= 0", lambda v: v >= 0),

@@ -41,10 +41,10 @@ def lr_at(epoch: int, cfg: TrainParams) -> float:
 
 def augment(x: torch.Tensor, cfg: TrainParams, gen: torch.Generator) -> torch.Tensor:
     """Training-batch augmentation (seeded): Gaussian jitter and per-window feature scaling."""
-    if cfg.scaling > 0:
-        x = x * (1 + cfg.scaling * torch.randn((x.shape[0], 1, x.shape[2]), generator=gen))
+    if cfg.scaling > 0:  # drawn on the CPU (the seeded generator), whatever the device
+        x = x * (1 + cfg.scaling * torch.randn((x.shape[0], 1, x.shape[2]), generator=gen)).to(x.device)
     if cfg.jitter > 0:
-        x = x + cfg.jitter * torch.randn(x.shape, generator=gen)
+        x = x + cfg.jitter * torch.randn(x.shape, generator=gen).to(x.device)
     return x
 
 
@@ -62,7 +62,9 @@ class NeuralClassifier(Classifier):
         epochs of the same schedule and keep the last weights (the final model on all subjects)."""
         from tqdm import tqdm
 
-        model, device = self.module, torch.device(cfg.device)
+        from pipeline.modeling.numerics import resolve_device
+
+        model, device = self.module, torch.device(resolve_device(cfg.device))
         model.to(device)
         (xtr, ytr), (xva, yva) = train, val
         has_val = len(yva) > 0

@@ -142,3 +142,26 @@ def unpinned(threads: int | None = None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+def resolve_device(name: str) -> str:
+    """params ``train.device`` -> the torch device to train on. ``auto``: the first GPU when torch finds
+    one (CUDA), else the CPU. A GPU run is deterministic on that GPU (cuDNN's deterministic
+    algorithms) but gives other bytes than the CPU and than other GPU models (README)."""
+    import torch
+
+    from pipeline.core.errors import ConfigError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"params key 'train.device' is '{name}' but torch finds no GPU here "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use 'auto' or 'cpu'"
+            )
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return name

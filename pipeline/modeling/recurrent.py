@@ -301,8 +301,8 @@ class Recurrent(nn.Module):
         return f"{self.cell}, {n_in}, {self.hidden}, bidirectional={self.directions == 2}"
 
     def forward(self, x: torch.Tensor):
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
-            return self.reference(x)
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or x.device.type != "cpu":
+            return self.reference(x)  # export, or a GPU (train.device): the plain torch loop
         outs = _Recurrence.apply(self.cell, x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         return outs[0], (outs[1], outs[2]) if self.cell == "lstm" else outs[1]
 
