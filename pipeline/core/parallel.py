@@ -145,6 +145,19 @@ def _terminate(ex: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         manager.join(grace_s)
 
 
+TRACKER_WARNING = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    """multiprocessing starts a resource tracker beside the first pool; when the stage is SIGKILLed it
+    removes the pool's semaphores and says so with a UserWarning and a source line ("There appear to
+    be 6 leaked semaphore objects"): library chatter, nothing is lost. It reads ``PYTHONWARNINGS``
+    when it starts."""
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if TRACKER_WARNING not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, TRACKER_WARNING]))
+
+
 def dask_address(configured: str) -> str:
     """The Dask scheduler to use ('' = the local process pool); the environment variable wins."""
     return os.environ.get(ENV_ADDRESS, configured).strip()
@@ -188,6 +201,7 @@ def map_jobs(
                 yield fn(job)
                 bar.update()
             return
+        _quiet_resource_tracker()
         ctx = mp.get_context("spawn")
         init = (ctx.Value("i", 0), os.getpid(), max(1, threads))
         ex = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=init)
@@ -236,6 +250,7 @@ def map_jobs_here_too(
     errors: list[BaseException] = []
     bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=None)
     lock = threading.Lock()
+    _quiet_resource_tracker()
     ctx = mp.get_context("spawn")
     init = (ctx.Value("i", 1), os.getpid(), max(1, threads))  # the first core(s) stay this process's
     pool = ProcessPoolExecutor(n - 1, mp_context=ctx, initializer=_init_worker, initargs=init)
