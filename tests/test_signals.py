@@ -70,10 +70,12 @@ def landmarks_job(clip_frames, tmp_path):
 
 def start_and_wait_for_workers(argv, env, out):
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_until(lambda: len(children(proc.pid)) >= 2 and list(out.glob("*.parquet")), 120)
-    # the pool's workers (the resource tracker is a child too: it ends on its own)
-    workers = [p for p in children(proc.pid) if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
-    return proc, workers
+
+    def workers() -> list[int]:  # the pool's (the resource tracker is a child too: it ends on its own)
+        return [p for p in children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+
+    assert wait_until(lambda: len(workers()) >= 2 and list(out.glob("*.parquet")), 120)
+    return proc, workers()
 
 
 @pytest.mark.slow

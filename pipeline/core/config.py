@@ -128,6 +128,9 @@ class TrainParams:
     label_smoothing: float = 0.1
     class_weights: bool = True
     patience: int = 12
+    min_epochs: int = 1  # the weights of an earlier epoch are never kept, and training never stops before
+    smooth_epochs: int = 1  # early stopping follows the mean validation macro-F1 of this many epochs
+    seeds: int = 1  # networks: fits per fold with seeds seed, seed+1, ...; the median by validation score is kept
     grad_clip: float = 1.0
     jitter: float = 0.0  # augmentation: Gaussian noise (sd, in z-score units) added to each training batch
     scaling: float = 0.0  # augmentation: each window's features scaled by 1 + N(0, sd)
@@ -235,6 +238,9 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "train.lr": ("must be > 0", lambda v: v > 0),
     "train.label_smoothing": ("must be in [0, 1)", lambda v: 0 <= v < 1),
     "train.threads": ("must be >= 1", lambda v: v >= 1),
+    "train.min_epochs": ("must be >= 1", lambda v: v >= 1),
+    "train.smooth_epochs": ("must be >= 1", lambda v: v >= 1),
+    "train.seeds": ("must be >= 1", lambda v: v >= 1),
     "train.device": (
         "must be cpu, auto (a GPU when torch finds one, else the CPU), cuda or cuda:N",
         lambda v: v in ("cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,

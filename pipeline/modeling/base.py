@@ -66,6 +66,33 @@ class Classifier(ABC):
         raise ModelError(f"{type(self).__name__} has no gradient attributions")
 
 
+def selection_key(history: list[dict[str, Any]], i: int, smooth: int) -> tuple[float, float]:
+    """What early stopping maximises at epoch ``i`` (0-based) of ``history``: the mean validation
+    macro-F1 of the last ``smooth`` epochs up to ``i``, ties to the lower mean validation loss. One
+    lucky epoch (a noisy validation fold) does not win on its own."""
+    rows = history[max(0, i - smooth + 1) : i + 1]
+    return (
+        float(np.mean([h["val_f1"] for h in rows])),
+        -float(np.mean([h.get("val_loss", 0.0) for h in rows])),
+    )
+
+
+def first_selectable(n_epochs: int, min_epochs: int) -> int:
+    """The first epoch (0-based) whose weights may be kept: ``min_epochs`` in, or the last one."""
+    return max(0, min(min_epochs, n_epochs) - 1)
+
+
+def selected_epoch(history: list[dict[str, Any]], smooth: int, min_epochs: int, n_epochs: int) -> int:
+    """The 1-based epoch whose weights a fit kept (as :meth:`NeuralClassifier.fit` chose it online):
+    the best :func:`selection_key` from :func:`first_selectable` on, ties to the earlier epoch;
+    the last epoch when none was validated."""
+    first = first_selectable(n_epochs, min_epochs)
+    scored = [i for i, h in enumerate(history) if i >= first and np.isfinite(h.get("val_f1", np.nan))]
+    if not scored:
+        return len(history)
+    return max(scored, key=lambda i: (selection_key(history, i, smooth), -i)) + 1
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)

@@ -14,6 +14,7 @@ whether the folds run one after another or side by side.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class FitResult:
     normaliser: Normaliser
     state: bytes = b""  # weights (final model only)
     n_parameters: int = 0
+    seed: int = 0  # the seed of the kept fit
+    seed_val_f1: tuple[float, ...] = ()  # with train.seeds > 1: each seed's validation score, in seed order
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,7 +68,7 @@ def _windows(windows_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, d
 def fit(job: FitJob) -> FitResult:
     """Run one fit (in a worker process or in the caller's)."""
     from pipeline.modeling import numerics, registry
-    from pipeline.modeling.base import macro_f1, softmax
+    from pipeline.modeling.base import macro_f1, selected_epoch, selection_key, softmax
 
     numerics.ensure_pinned(job.cfg.threads, torch=registry.get(job.model).neural)
     x, y, _, meta = _windows(job.windows_dir)
@@ -73,13 +76,19 @@ def fit(job: FitJob) -> FitResult:
     r = job.rows
     norm = Normaliser.fit(x[r.train])
     xtr, xva, xte = norm.apply(x[r.train]), norm.apply(x[r.val]), norm.apply(x[r.test])
-    model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], job.hparams, seed=job.cfg.seed)
-    history = model.fit((xtr, y[r.train]), (xva, y[r.val]), n_classes, job.cfg, stop_after=job.stop_after)
-    scored = [h for h in history if np.isfinite(h.get("val_f1", np.nan))]
-    if scored:  # the epoch the weights were selected at (ties: lower validation loss, as in fit)
-        best = max(scored, key=lambda h: (h["val_f1"], -h.get("val_loss", 0.0), -h["epoch"]))["epoch"]
-    else:
-        best = len(history)
+    n_epochs = min(job.cfg.epochs, job.stop_after) if job.stop_after else job.cfg.epochs
+    seeds = job.cfg.seeds if registry.get(job.model).neural and len(r.val) else 1
+    runs = []
+    for k in range(seeds):  # one fit per seed; the median by validation score is kept (ties: lower seed)
+        cfg = dataclasses.replace(job.cfg, seed=job.cfg.seed + k)
+        model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], job.hparams, seed=cfg.seed)
+        history = model.fit((xtr, y[r.train]), (xva, y[r.val]), n_classes, cfg, stop_after=job.stop_after)
+        best = selected_epoch(history, cfg.smooth_epochs, cfg.min_epochs, max(n_epochs, len(history)))
+        key = selection_key(history, best - 1, cfg.smooth_epochs) if seeds > 1 else (0.0, 0.0)
+        runs.append((key, -k, model, history, best))
+    ranked = sorted(runs, key=lambda run: run[:2])
+    _, neg_k, model, history, best = ranked[(len(ranked) - 1) // 2]
+    seed_val_f1 = tuple(round(run[0][0], 5) for run in runs) if seeds > 1 else ()
     train_f1 = macro_f1(y[r.train], model.logits(xtr).argmax(1), n_classes)
     proba = softmax(model.logits(xte)) if len(xte) else np.zeros((0, n_classes))
     final = r.fold == FINAL
@@ -92,6 +101,8 @@ def fit(job: FitJob) -> FitResult:
         norm,
         model.state_bytes() if final else b"",
         model.n_parameters(),
+        job.cfg.seed - neg_k,
+        seed_val_f1,
     )
 
 
@@ -129,10 +140,12 @@ class CrossValidation:
                     "windows": int(rows.sum()),
                     "best_epoch": r.best_epoch,
                     "train_f1": round(r.train_f1, 5),
-                    "val_f1": round(max((h["val_f1"] for h in r.history), default=float("nan")), 5),
+                    "val_f1": round(r.history[r.best_epoch - 1].get("val_f1", float("nan")), 5),  # kept epoch
                     "test_f1": round(macro_f1(y[rows], self.oof[rows].argmax(1), n_classes), 5),
                 }
             )
+            if r.seed_val_f1:  # train.seeds > 1: what each seed scored on validation, and which was kept
+                out[-1]["seeds"] = {"kept": r.seed, "val_f1": list(r.seed_val_f1)}
         return out
 
 
@@ -170,6 +183,8 @@ def fit_final(
     _, y, _, _ = _windows(Path(windows_dir))
     everyone = np.arange(len(y))
     epochs = int(statistics.median_low([r.best_epoch for r in folds]))
+    seed = min(statistics.multimode([r.seed for r in folds]))  # with train.seeds > 1: kept most often
+    cfg = dataclasses.replace(cfg, seed=seed)
     every = FoldRows(FINAL, everyone, everyone[:0], everyone[:0])
     where = Path(windows_dir).resolve() if address else Path(windows_dir)
     job = FitJob(model, dict(hparams), where, cfg, every, stop_after=epochs)

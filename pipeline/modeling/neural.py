@@ -3,7 +3,8 @@ inference, attention weights and Integrated Gradients, around any module of the 
 
 Training: AdamW, a cosine learning-rate schedule with warm-up, label smoothing,
 inverse-frequency class weights, gradient clipping, early stopping on validation macro-F1
-(ties: lower validation loss) with patience. The logged train macro-F1 is that of the
+(the mean over ``train.smooth_epochs`` epochs; ties: lower validation loss) with patience,
+never before ``train.min_epochs``. The logged train macro-F1 is that of the
 epoch's own batch predictions (no extra pass). Seeded init and batch order: the same data
 and params give the same bytes (on any CPU once pipeline.modeling.numerics.pin ran).
 """
@@ -19,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pipeline.modeling.base import SCORE_BATCH, Classifier, Split, class_weights, macro_f1
+from pipeline.modeling.base import (
+    SCORE_BATCH,
+    Classifier,
+    Split,
+    class_weights,
+    first_selectable,
+    macro_f1,
+    selection_key,
+)
 from pipeline.modeling.zoo import n_parameters
 
 if TYPE_CHECKING:
@@ -76,9 +85,10 @@ class NeuralClassifier(Classifier):
         xt, yt = torch.tensor(xtr, device=device), torch.tensor(ytr, device=device)
         xv, yv = torch.tensor(xva, device=device), torch.tensor(yva, device=device)
         gen = torch.Generator().manual_seed(cfg.seed)
-        best: tuple = ((-1.0, -np.inf), None, -1)  # ((val macro-F1, -val loss), state, epoch)
+        best: tuple = ((-1.0, -np.inf), None, -1)  # (selection key, state, epoch)
         history = []
         epochs = min(cfg.epochs, stop_after) if stop_after else cfg.epochs
+        first = first_selectable(epochs, cfg.min_epochs)
         bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=None, leave=False)
         for epoch in bar:
             for g in opt.param_groups:
@@ -115,7 +125,9 @@ class NeuralClassifier(Classifier):
             history.append(row)
             if not has_val:
                 continue
-            score = (row["val_f1"], -row["val_loss"])  # ties on macro-F1 go to the lower validation loss
+            if epoch < first:  # too early to keep, too early to stop
+                continue
+            score = selection_key(history, epoch, cfg.smooth_epochs)
             if score > best[0]:
                 best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
             elif epoch - best[2] >= cfg.patience:

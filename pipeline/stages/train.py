@@ -62,6 +62,9 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
             f["val_f1"],
             f["test_f1"],
         )
+        if "seeds" in f:
+            seeds = ", ".join(f"{v:.3f}" for v in f["seeds"]["val_f1"])
+            log.info("    seeds' validation macro-F1 %s: kept seed %d (the median)", seeds, f["seeds"]["kept"])
     known = cv.familiarity
     log.info(
         "  unfamiliar input: distance above %.2f (%.1f%% of %s windows)",
