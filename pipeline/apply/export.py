@@ -189,9 +189,9 @@ def parity(model: AppliedModel, exported: Path, windows_dir: Path, limit: int = 
     """Largest |difference| between the exported file's probabilities and the trained model's on
     (up to ``limit``, evenly spaced) stored windows."""
     from pipeline.apply.model import from_export
-    from pipeline.contracts.windows import read_windows
+    from pipeline.contracts.windows import sample_windows
 
-    x, _, _, meta = read_windows(windows_dir)
+    x, _, _, meta = sample_windows(windows_dir)
     model.card.check_windows(meta, str(windows_dir))
     rows = np.linspace(0, len(x) - 1, min(limit, len(x))).astype(np.int64)
     a = model.proba(x[rows])

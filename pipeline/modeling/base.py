@@ -10,9 +10,12 @@ import numpy as np
 from pipeline.core.errors import ModelError
 
 if TYPE_CHECKING:
+    from pipeline.contracts.windows import Values
     from pipeline.core.config import TrainParams
 
-Split = tuple[np.ndarray, np.ndarray]  # x (N, T, F) float32, y (N,) class index
+# x (N, T, F) float32: an array, or windows read batch by batch (pipeline/contracts/windows.py Rows);
+# y (N,) class index. A model reads x in batches (x[a:b], x[rows]) and never copies it whole.
+Split = tuple["Values", np.ndarray]
 # Windows scored at once. Measured before batching, at 10 hours of video: gradient boosting held
 # 41-46 KB per window while scoring (a window is 4.3 KB), the fcn 124-129 KB. A constant, not a
 # setting: a network's scores may depend on how rows are batched, and the bytes must not.
@@ -41,7 +44,7 @@ class Classifier(ABC):
         """Unnormalised class scores (N, C), ``SCORE_BATCH`` windows at a time: scoring needs memory
         for one batch (a network's activations, every tree's node per window), not for the data set."""
         if len(x) <= SCORE_BATCH:
-            return self._logits(x)
+            return self._logits(np.asarray(x[:]))
         return np.concatenate([self._logits(x[i : i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
 
     @abstractmethod
@@ -112,6 +115,12 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
-def window_stats(x: np.ndarray) -> np.ndarray:
-    """Per-window statistics (mean, std, min, max, last - first of every feature): (N, 5F)."""
-    return np.concatenate([x.mean(1), x.std(1), x.min(1), x.max(1), x[:, -1] - x[:, 0]], axis=1)
+def window_stats(x: Values) -> np.ndarray:
+    """Per-window statistics (mean, std, min, max, last - first of every feature): (N, 5F), computed
+    in batches of windows (``x`` may be larger than memory)."""
+    from pipeline.contracts.windows import map_batches
+
+    def stats(b: np.ndarray) -> np.ndarray:
+        return np.concatenate([b.mean(1), b.std(1), b.min(1), b.max(1), b[:, -1] - b[:, 0]], axis=1)
+
+    return map_batches(stats, x)

@@ -279,7 +279,7 @@ class MiniRocket(Classifier):
         from sklearn.linear_model import RidgeClassifierCV
         from sktime.transformations.rocket import MiniRocketMultivariate
 
-        x, y = train
+        x, y = np.asarray(train[0][:]), train[1]  # in memory: the transform and its features need them whole
         if x.shape[1] < 9:
             raise ModelError(f"minirocket needs windows of at least 9 time steps; these have {x.shape[1]}")
         tr = MiniRocketMultivariate(num_kernels=self.num_kernels, random_state=cfg.seed, n_jobs=1)

@@ -15,7 +15,6 @@ whether the folds run one after another or side by side.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.contracts.windows import FoldRows, Normaliser, fold_rows, read_windows
+from pipeline.contracts.windows import FoldRows, Normaliser, Rows, WindowValues, fold_rows, open_windows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +42,7 @@ class FitJob:
     cfg: TrainParams
     rows: FoldRows
     stop_after: int | None = None
+    values: Path | None = None  # the caller's raw copy of the window values (same machine), else made here
 
 
 @dataclass
@@ -59,10 +59,22 @@ class FitResult:
     seed_val_f1: tuple[float, ...] = ()  # with train.seeds > 1: each seed's validation score, in seed order
 
 
-@functools.lru_cache(maxsize=1)
-def _windows(windows_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
-    """The windows, read once per process (each worker reads them itself: nothing big is pickled)."""
-    return read_windows(windows_dir)
+_OPEN: dict[tuple, tuple[WindowValues, np.ndarray, pd.DataFrame, dict]] = {}
+
+
+def _windows(windows_dir: Path, values: Path | None = None) -> tuple[WindowValues, np.ndarray, pd.DataFrame, dict]:
+    """The windows, opened once per process and set (the file's path, size and time): the index in
+    memory, the values read batch by batch from a raw copy (pipeline/contracts/windows.py
+    open_windows; ``values``: a copy the caller made). Nothing big is pickled to a worker, nor held
+    whole by one."""
+    from pipeline.contracts.windows import FILE
+
+    st = (Path(windows_dir) / FILE).stat()
+    key = (Path(windows_dir).resolve(), st.st_size, st.st_mtime_ns)
+    if key not in _OPEN:
+        _OPEN.clear()
+        _OPEN[key] = open_windows(windows_dir, values)
+    return _OPEN[key]
 
 
 def fit(job: FitJob) -> FitResult:
@@ -71,11 +83,11 @@ def fit(job: FitJob) -> FitResult:
     from pipeline.modeling.base import macro_f1, selected_epoch, selection_key, softmax
 
     numerics.ensure_pinned(job.cfg.threads, torch=registry.get(job.model).neural)
-    x, y, _, meta = _windows(job.windows_dir)
+    x, y, _, meta = _windows(job.windows_dir, job.values)
     n_classes = len(meta["classes"])
     r = job.rows
-    norm = Normaliser.fit(x[r.train])
-    xtr, xva, xte = norm.apply(x[r.train]), norm.apply(x[r.val]), norm.apply(x[r.test])
+    norm = Normaliser.fit(Rows(x, r.train))
+    xtr, xva, xte = Rows(x, r.train, norm), Rows(x, r.val, norm), Rows(x, r.test, norm)
     n_epochs = min(job.cfg.epochs, job.stop_after) if job.stop_after else job.cfg.epochs
     seeds = job.cfg.seeds if registry.get(job.model).neural and len(r.val) else 1
     runs = []
@@ -157,10 +169,12 @@ def run_folds(
     workers allow; they read the windows from the same path, so it must be on a shared disk)."""
     from pipeline.core.parallel import map_jobs, map_jobs_here_too
 
-    _, _, index, meta = _windows(Path(windows_dir))
+    x, _, index, meta = _windows(Path(windows_dir))
     k = int(meta["folds"])
     where = Path(windows_dir).resolve() if address else Path(windows_dir)
-    jobs = [FitJob(model, dict(hparams), where, cfg, r) for r in fold_rows(index["fold"].to_numpy(), k)]
+    values = None if address else x.path  # a Dask worker may be another machine: it makes its own copy
+    rows = fold_rows(index["fold"].to_numpy(), k)
+    jobs = [FitJob(model, dict(hparams), where, cfg, r, values=values) for r in rows]
     from pipeline.modeling import registry
 
     desc = f"{model}: {k} folds"
@@ -180,14 +194,14 @@ def fit_final(
 ) -> FitResult:
     """The final model on every subject, for the median (low) of the folds' best epochs, no validation
     (on the Dask cluster at ``address`` if given)."""
-    _, y, _, _ = _windows(Path(windows_dir))
+    x, y, _, _ = _windows(Path(windows_dir))
     everyone = np.arange(len(y))
     epochs = int(statistics.median_low([r.best_epoch for r in folds]))
     seed = min(statistics.multimode([r.seed for r in folds]))  # with train.seeds > 1: kept most often
     cfg = dataclasses.replace(cfg, seed=seed)
     every = FoldRows(FINAL, everyone, everyone[:0], everyone[:0])
     where = Path(windows_dir).resolve() if address else Path(windows_dir)
-    job = FitJob(model, dict(hparams), where, cfg, every, stop_after=epochs)
+    job = FitJob(model, dict(hparams), where, cfg, every, stop_after=epochs, values=None if address else x.path)
     from pipeline.modeling import registry
 
     if not registry.get(model).native_fit and not address:

@@ -28,9 +28,12 @@ the out-of-fold share are stored in the model card (``familiarity``), as plain n
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.contracts.windows import Values
 
 SHRINK = 0.05  # weight of the diagonal target in the shrunk covariance
 QUANTILE = 0.99  # out-of-fold windows at or below the cut-off
@@ -39,14 +42,18 @@ TAIL = 0.005  # the training range of a summary: its 0.5th to 99.5th percentile
 MIN_EXCESS = 0.05  # an envelope scale floor (when unseen drivers all stay inside the training range)
 
 
-def summarise(x: np.ndarray) -> np.ndarray:
-    """(N, T, F) windows -> (N, 2F) float64: per feature, mean then standard deviation over time."""
-    x = np.asarray(x, np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a feature not observed in a window: NaN, filled later
-        mean = np.nanmean(x, axis=1)
-        std = np.nanstd(x, axis=1)
-    return np.concatenate([mean, std], axis=1)
+def summarise(x: Values) -> np.ndarray:
+    """(N, T, F) windows -> (N, 2F) float64: per feature, mean then standard deviation over time
+    (in batches of windows: ``x`` may be larger than memory)."""
+    from pipeline.contracts.windows import map_batches
+
+    def one(b: np.ndarray) -> np.ndarray:
+        b = np.asarray(b, np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a feature not observed in a window: NaN, filled later
+            return np.concatenate([np.nanmean(b, axis=1), np.nanstd(b, axis=1)], axis=1)
+
+    return map_batches(one, x)
 
 
 def _robust_scale(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +112,12 @@ def _parts(fitted: dict[str, Any], s: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.sqrt(np.maximum(best, 0.0)), excess
 
 
-def fit(x: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
+def fit(x: Values, y: np.ndarray, n_classes: int) -> dict[str, Any]:
     """Both parts fitted on windows ``x`` (N, T, F) with class indices ``y``: plain lists (JSON)."""
-    s = summarise(x)
+    return _fit(summarise(x), y, n_classes)
+
+
+def _fit(s: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
     return {**_shape(s, y, n_classes), **_envelope(s)}
 
 
@@ -120,7 +130,7 @@ def score(fitted: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return np.maximum(maha / fitted["mahalanobis_scale"], excess / fitted["envelope_scale"])
 
 
-def calibrate(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes: int) -> dict[str, Any]:
+def calibrate(x: Values, y: np.ndarray, folds: np.ndarray, n_classes: int) -> dict[str, Any]:
     """The fit on every window, each part's scale and the cut-off, all out of fold: each fold's
     windows scored by a fit on the other folds. A part's scale is its ``1 - TAIL`` quantile there;
     the cut-off is the ``QUANTILE`` of the combined score there, so about 1 - QUANTILE of
@@ -132,8 +142,8 @@ def calibrate(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_classes: int) -
         held = folds == f
         if held.all() or not held.any():
             continue
-        maha[held], excess[held] = _parts(fit(x[~held], y[~held], n_classes), s[held])
-    fitted = fit(x, y, n_classes)
+        maha[held], excess[held] = _parts(_fit(s[~held], y[~held], n_classes), s[held])
+    fitted = _fit(s, y, n_classes)
     done = np.isfinite(maha)
     if not done.any():  # one fold only: in-sample distances (says so)
         maha, excess = _parts(fitted, s)

@@ -82,8 +82,11 @@ class NeuralClassifier(Classifier):
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = torch.tensor(class_weights(ytr, n_classes)) if cfg.class_weights else None
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing).to(device)
-        xt, yt = torch.tensor(xtr, device=device), torch.tensor(ytr, device=device)
-        xv, yv = torch.tensor(xva, device=device), torch.tensor(yva, device=device)
+        yt, yv = torch.tensor(ytr, device=device), torch.tensor(yva, device=device)
+
+        def rows(x: Any, key: Any) -> torch.Tensor:  # windows are read batch by batch, never copied whole
+            return torch.from_numpy(np.ascontiguousarray(x[key])).to(device)
+
         gen = torch.Generator().manual_seed(cfg.seed)
         best: tuple = ((-1.0, -np.inf), None, -1)  # (selection key, state, epoch)
         history = []
@@ -94,13 +97,13 @@ class NeuralClassifier(Classifier):
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch, cfg)
             model.train()
-            order = torch.randperm(len(xt), generator=gen)
+            order = torch.randperm(len(ytr), generator=gen)
             total = 0.0
-            seen = torch.empty(len(xt), dtype=torch.long)  # predictions made while training (no extra pass)
+            seen = torch.empty(len(ytr), dtype=torch.long)  # predictions made while training (no extra pass)
             for i in range(0, len(order), cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
-                logits = model(augment(xt[idx], cfg, gen))
+                logits = model(augment(rows(xtr, idx.numpy()), cfg, gen))
                 loss = loss_fn(logits, yt[idx])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -109,7 +112,7 @@ class NeuralClassifier(Classifier):
                 seen[idx] = logits.detach().argmax(1).cpu()
             row = {
                 "epoch": epoch + 1,
-                "train_loss": total / len(xt),
+                "train_loss": total / len(ytr),
                 "train_f1": macro_f1(ytr, seen.numpy(), n_classes),
                 "val_loss": float("nan"),
                 "val_f1": float("nan"),
@@ -118,7 +121,8 @@ class NeuralClassifier(Classifier):
             if has_val:
                 model.eval()
                 with torch.no_grad():  # in batches, as :meth:`logits` scores (bounded memory)
-                    va_logits = torch.cat([model(xv[i : i + SCORE_BATCH]) for i in range(0, len(xv), SCORE_BATCH)])
+                    parts = [model(rows(xva, slice(i, i + SCORE_BATCH))) for i in range(0, len(yva), SCORE_BATCH)]
+                    va_logits = torch.cat(parts)
                 row["val_loss"] = float(loss_fn(va_logits, yv))
                 row["val_f1"] = macro_f1(yva, va_logits.argmax(1).cpu().numpy(), n_classes)
                 bar.set_postfix(val_f1=f"{row['val_f1']:.3f}")

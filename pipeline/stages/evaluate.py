@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contracts.predictions import read_oof
-from pipeline.contracts.windows import read_windows
+from pipeline.contracts.windows import sample_windows
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, read_json, write_json
@@ -344,7 +344,7 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     predictor = Predictor.load(models_dir / name)
     oof = read_oof(models_dir / name / "oof.parquet")
     folds = read_json(models_dir / name / "folds.json")
-    windows = read_windows(windows_dir)
+    windows = sample_windows(windows_dir)  # the values of a few windows only are read (explanations)
     log.info("evaluate %s on %d out-of-fold windows (%d folds)", name, len(oof[0]), len(folds["folds"]))
     e = evaluate(predictor, oof, folds, windows, params)
     out = reports_dir / name

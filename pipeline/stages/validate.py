@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.contracts.features import ID_COLUMNS, REGISTRY, read_features
 from pipeline.contracts.quarantine import read_quarantine
-from pipeline.contracts.windows import read_windows
+from pipeline.contracts.windows import FILE, count_inf, read_index, read_meta
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import ValidationFailed
 from pipeline.core.files import atomic_path, write_json
@@ -72,11 +72,12 @@ def feature_tables(features: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"features": features.reset_index(drop=True), "features_per_video": per_video.reset_index()}
 
 
-def window_tables(x: np.ndarray, index: pd.DataFrame, meta: dict) -> dict[str, pd.DataFrame]:
-    """Per-window index (with shape and infinite-value counts), per-subject folds, per fold x class counts."""
+def window_tables(x_len: int, x_inf: np.ndarray, index: pd.DataFrame, meta: dict) -> dict[str, pd.DataFrame]:
+    """Per-window index (with values per window ``x_len`` and infinite-value counts ``x_inf``),
+    per-subject folds, per fold x class counts."""
     win = index.copy()
-    win["x_len"] = [int(np.prod(x.shape[1:]))] * len(win)
-    win["x_inf"] = np.isinf(x).reshape(len(x), -1).sum(1) if len(x) else []
+    win["x_len"] = np.full(len(win), x_len, np.int64)
+    win["x_inf"] = x_inf
     folds = range(int(meta["folds"]))
     subj = win.groupby("subject", observed=True)["fold"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
     subj = subj.rename("folds").reset_index()
@@ -292,8 +293,11 @@ def summary_markdown(outcomes: list[Outcome], facts: dict) -> str:
 
 def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple[list[Outcome], dict]:
     """Run both suites; returns outcomes and headline facts (no files written)."""
-    x, _, index, meta = read_windows(windows_dir)
-    tables = feature_tables(features) | window_tables(x, index, meta)
+    import pyarrow.parquet as pq
+
+    meta, index = read_meta(windows_dir), read_index(windows_dir)
+    x_len = pq.read_schema(Path(windows_dir) / FILE).field("x").type.list_size  # values per window, as stored
+    tables = feature_tables(features) | window_tables(x_len, count_inf(windows_dir), index, meta)
     checks = feature_checks(params) + window_checks(params, meta)
     outcomes = run_checks(tables, checks)
     facts = {

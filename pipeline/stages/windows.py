@@ -9,14 +9,16 @@ training windows, so no statistic of an evaluated subject shapes its model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.contracts.features import read_features
-from pipeline.contracts.windows import FLAG_FEATURES, FORMAT, Windows, cut_windows, subject_baseline, write_windows
+from pipeline.contracts.windows import FLAG_FEATURES, FORMAT, Windows, WindowsWriter, cut_windows, subject_baseline
 from pipeline.core.config import Params, WindowsParams, load_params
 from pipeline.core.errors import ConfigError, DataError, SplitError
 from pipeline.core.runtime import FeaturesPath, ParamsOpt, run_stage
@@ -136,8 +138,25 @@ def _window_ids(videos: np.ndarray, vcode: np.ndarray, start: np.ndarray) -> np.
     return ids.to_numpy(zero_copy_only=False)
 
 
-def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
-    """Cut every video into windows (no folds yet); returns windows and counts."""
+@dataclass
+class Plan:
+    """Which windows to cut, before any is cut: the per-frame values, each window's first frame row,
+    the index rows and the drop counts. Memory: the frames and one index row per window."""
+
+    x_all: np.ndarray  # (frames, F) float32, after the optional per-subject baseline
+    starts: np.ndarray  # (N,) first row in x_all of each window
+    index: pd.DataFrame
+    counts: dict[str, int]
+    size: int
+    pool: int
+
+    def cut(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The values (k, size // pool, F) of windows ``rows``."""
+        return cut_windows(self.x_all, self.starts[rows], self.size, self.pool)
+
+
+def plan_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> Plan:
+    """Find every window of every video (no folds yet, none cut)."""
     missing = [f for f in p.features if f not in features.columns]
     if missing:
         raise ConfigError(
@@ -168,7 +187,6 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
             f"{totals['dropped_low_face']} low face presence, {totals['dropped_unlabelled']} unlabelled); "
             "lower windows.size or windows.min_face_fraction, or set windows.drop_mixed to false"
         )
-    x = cut_windows(x_all, s, p.size, p.pool)
     e = s + p.size - 1
     t_all = features["t"].to_numpy()
     index = pd.DataFrame(
@@ -184,25 +202,33 @@ def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, .
         }
     )
     totals["kept"] = len(index)
-    return Windows(x, index), totals
+    return Plan(x_all, s, index, totals, p.size, p.pool)
 
 
-def build(
+def make_windows(features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...]) -> tuple[Windows, dict]:
+    """Cut every video into windows in memory (no folds yet); returns windows and counts."""
+    plan = plan_windows(features, p, classes)
+    return Windows(plan.cut(), plan.index), plan.counts
+
+
+def plan_folds(
     features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...], task: str = "distraction"
-) -> tuple[Windows, dict]:
-    """Features table -> windows with their cross-validation fold, and the meta dictionary."""
-    w, counts = make_windows(features, p, classes)
-    per_subject = w.index.groupby(["subject", "label"], observed=True).size()
+) -> tuple[Plan, dict]:
+    """Features table -> the windows' plan with each window's cross-validation fold, sorted as the file
+    stores them (fold, video, start), and the meta dictionary (``observed_fraction`` still to come)."""
+    plan = plan_windows(features, p, classes)
+    per_subject = plan.index.groupby(["subject", "label"], observed=True).size()
     by_subject: dict[str, dict[str, int]] = {}
     for (s, c), n in per_subject.items():
         by_subject.setdefault(str(s), {})[str(c)] = int(n)
     assign = assign_folds(by_subject, classes, p.cv_folds, p.split_seed)
-    w.index["fold"] = w.index["subject"].astype(str).map(assign).astype(np.int16)
+    plan.index["fold"] = plan.index["subject"].astype(str).map(assign).astype(np.int16)
     per_fold = {
-        str(f): {c: int(((w.index["fold"] == f) & (w.index["label"] == c)).sum()) for c in classes}
+        str(f): {c: int(((plan.index["fold"] == f) & (plan.index["label"] == c)).sum()) for c in classes}
         for f in range(p.cv_folds)
     }
-    observed = np.isfinite(w.x).mean(axis=(0, 1))
+    order = plan.index.sort_values(["fold", "video", "start_frame"], kind="stable").index.to_numpy()
+    plan = dataclasses.replace(plan, starts=plan.starts[order], index=plan.index.iloc[order].reset_index(drop=True))
     meta = {
         "format": FORMAT,
         "task": task,
@@ -216,11 +242,42 @@ def build(
             "subject_baseline": p.subject_baseline,
             "z_score": "fitted on each model's training windows when it trains (stored with the model)",
         },
-        "observed_fraction": dict(zip(p.features, observed.round(4).tolist(), strict=True)),
+        "observed_fraction": {},  # set when the windows are cut (observed_fraction)
         "subjects": {str(f): sorted(s for s, a in assign.items() if a == f) for f in range(p.cv_folds)},
-        "counts": {**counts, "per_fold": per_fold},
+        "counts": {**plan.counts, "per_fold": per_fold},
     }
-    return w, meta
+    return plan, meta
+
+
+def observed_fraction(features: tuple[str, ...] | list[str], finite: np.ndarray, steps: int) -> dict[str, float]:
+    """Share of the windows' steps where each feature was observed (finite), for meta.json."""
+    share = finite / max(1, steps)
+    return dict(zip(features, np.round(share, 4).tolist(), strict=True))
+
+
+def build(
+    features: pd.DataFrame, p: WindowsParams, classes: tuple[str, ...], task: str = "distraction"
+) -> tuple[Windows, dict]:
+    """Features table -> windows in memory with their cross-validation fold, and the meta dictionary."""
+    plan, meta = plan_folds(features, p, classes, task)
+    x = plan.cut()
+    meta["observed_fraction"] = observed_fraction(p.features, np.isfinite(x).sum(axis=(0, 1)), x.shape[0] * x.shape[1])
+    return Windows(x, plan.index), meta
+
+
+# Windows cut at once while writing: about 64 MB of 90 x 12 values; what the stage holds besides the frames.
+CUT_BATCH = 16384
+
+
+def write(plan: Plan, meta: dict, out_dir: Path) -> None:
+    """Cut the windows batch by batch, in the file's order, and write them row group by row group."""
+    from tqdm import tqdm
+
+    n = len(plan.index)
+    with WindowsWriter(out_dir, meta) as out:
+        for a in tqdm(range(0, n, CUT_BATCH), desc="windows", unit="batch", disable=None, leave=False):
+            out.write(plan.cut(slice(a, a + CUT_BATCH)), plan.index.iloc[a : a + CUT_BATCH])
+        meta["observed_fraction"] = observed_fraction(meta["features"], out.finite, n * int(meta["window"]))
 
 
 def check_task(params: Params) -> None:
@@ -238,8 +295,8 @@ def check_task(params: Params) -> None:
 def run(params: Params, features_path: Path, out_dir: Path) -> dict:
     """features.parquet -> windows/windows.parquet + meta.json."""
     check_task(params)
-    w, meta = build(read_features(features_path), params.windows, params.data.classes, params.data.task)
-    write_windows(w, meta, out_dir)
+    plan, meta = plan_folds(read_features(features_path), params.windows, params.data.classes, params.data.task)
+    write(plan, meta, out_dir)
     c = meta["counts"]
     log.info(
         "windows: kept %d of %d (dropped: %d mixed labels, %d low face presence, %d unlabelled)",
@@ -249,7 +306,7 @@ def run(params: Params, features_path: Path, out_dir: Path) -> dict:
         c["dropped_low_face"],
         c["dropped_unlabelled"],
     )
-    return {"kept": c["kept"], "subjects": len(w.index["subject"].unique()), "folds": meta["folds"]}
+    return {"kept": c["kept"], "subjects": len(plan.index["subject"].unique()), "folds": meta["folds"]}
 
 
 def main(
