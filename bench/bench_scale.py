@@ -97,32 +97,34 @@ def write_features(path: Path, hours: float, seed: int = 0) -> int:
     return frames
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants (MB)."""
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid`` and all its descendants, and of the largest one of them (MB)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    sizes = [0]
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 2**20
+            sizes.append(p.memory_info().rss)
+    return sum(sizes) / 2**20, max(sizes) / 2**20
 
 
-def run_stage(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Run one stage CLI; (wall seconds, peak tree RSS in MB). A failed stage stops the bench."""
+def run_stage(argv: list[str], cwd: Path) -> tuple[float, float, float]:
+    """Run one stage CLI; (wall seconds, peak tree RSS, peak RSS of one process, in MB). A failed
+    stage stops the bench."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "pipeline.stages", *argv]
     proc = subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak = [0.0, 0.0]
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            tree, one = tree_rss_mb(proc.pid)
+            peak[0], peak[1] = max(peak[0], tree), max(peak[1], one)
             time.sleep(0.1)
 
     watcher = threading.Thread(target=sample, daemon=True)
@@ -131,7 +133,7 @@ def run_stage(argv: list[str], cwd: Path) -> tuple[float, float]:
     watcher.join()
     if proc.returncode:
         sys.exit(f"stage {' '.join(argv[:3])} failed (exit {proc.returncode}):\n{err[-3000:]}")
-    return time.perf_counter() - t0, peak[0]
+    return time.perf_counter() - t0, peak[0], peak[1]
 
 
 def main() -> None:
@@ -149,7 +151,7 @@ def main() -> None:
 
     print(f"CPU: {cpu_name()}")
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    rows: dict[float, dict[str, tuple[float, float]]] = {}
+    rows: dict[float, dict[str, tuple[float, float, float]]] = {}
     for hours in args.hours:
         work = base / f"{hours:g}h"
         (work / "data").mkdir(parents=True, exist_ok=True)
@@ -181,24 +183,29 @@ def main() -> None:
             stages[-1][1].extend(["--reports", reports])
         rows[hours] = {}
         for name, argv in stages:
-            wall, peak = run_stage(argv, ROOT)
-            rows[hours][name] = (wall, peak)
-            print(f"  {name:<20} {wall:8.1f} s  peak {peak / 1024:6.2f} GB", flush=True)
+            wall, peak, one = run_stage(argv, ROOT)
+            rows[hours][name] = (wall, peak, one)
+            print(f"  {name:<20} {wall:8.1f} s  peak {peak / 1024:6.2f} GB (largest process {one / 1024:.2f} GB)")
         on_disk = sum(f.stat().st_size for f in (work / "data" / "windows").rglob("*")) / 2**20
         print(f"  windows on disk: {on_disk:.0f} MB")
     sizes = sorted(rows)
-    print(f"\n| stage | {' | '.join(f'{h:g} h: s / peak GB' for h in sizes)} |", end="")
-    print(" per added hour (memory) | 24 GB reached at |" if len(sizes) > 1 else "")
-    print("|---" * (len(sizes) + 1 + 2 * (len(sizes) > 1)) + "|")
+    print(f"\n| stage | {' | '.join(f'{h:g} h: s / peak GB / largest process GB' for h in sizes)} |", end="")
+    print(" time ratio | per added hour (memory) | 24 GB reached at |" if len(sizes) > 1 else "")
+    print("|---" * (len(sizes) + 1 + 3 * (len(sizes) > 1)) + "|")
     for name in rows[sizes[0]]:
-        cells = [f"{rows[h][name][0]:.0f} / {rows[h][name][1] / 1024:.2f}" for h in sizes]
+        cells = [
+            f"{rows[h][name][0]:.0f} / {rows[h][name][1] / 1024:.2f} / {rows[h][name][2] / 1024:.2f}" for h in sizes
+        ]
         growth = ""
-        if len(sizes) > 1:  # linear growth between the two largest sizes, extrapolated
+        if len(sizes) > 1:  # between the two largest sizes: time ratio, memory growth extrapolated
             (h0, h1) = sizes[-2], sizes[-1]
+            ratio = rows[h1][name][0] / max(rows[h0][name][0], 1e-9)
             slope = (rows[h1][name][1] - rows[h0][name][1]) / 1024 / (h1 - h0)
             reach = f"{h1 + (24 - rows[h1][name][1] / 1024) / slope:,.0f} h" if slope > 0 else "never (flat)"
-            growth = f" {slope:+.3f} GB/h | {reach} |"
+            growth = f" {ratio:.1f}x for {h1 / h0:g}x the hours | {slope:+.4f} GB/h | {reach} |"
         print(f"| {name} | {' | '.join(cells)} |{growth}")
+    worst = max((v[2], h, n) for h in sizes for n, v in rows[h].items())
+    print(f"\nlargest single process: {worst[0] / 1024:.2f} GB ({worst[2]} at {worst[1]:g} h); goal <= 4 GB")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,22 @@ def test_out_of_range_ear(clean):
     assert "0..0.8" in f.line()
 
 
+def test_the_per_frame_suite_in_batches_counts_offending_frames_over_all_of_them(clean, tmp_path, monkeypatch):
+    """The features table is validated FRAME_BATCH frames at a time (memory for a batch): a breach in
+    several batches is one failed expectation with every offending frame counted, read from disk too."""
+    params, df, wdir = clean
+    df.loc[[3, 40, 41, 650], "ear_left"] = 1.5
+    whole = failures(params, df, wdir)
+    df.to_parquet(tmp_path / "features.parquet")
+    monkeypatch.setattr(V, "FRAME_BATCH", 300)
+    assert len(df) > 2 * 300
+    for source in (df, tmp_path / "features.parquet"):
+        [f] = failures(params, source, wdir)
+        assert f.column == "ear_left" and f.unexpected_count == 4 and f.offending == whole[0].offending
+    outcomes, facts = V.validate(params, tmp_path / "features.parquet", wdir)
+    assert facts["frames"] == len(df) and len(outcomes) == len(V.validate(params, df, wdir)[0])
+
+
 def test_label_outside_the_class_set(clean):
     params, df, wdir = clean
     df["label"] = df["label"].astype(object)

@@ -11,6 +11,7 @@ the ranges.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,5 +87,20 @@ def write_features(table: pd.DataFrame, path: Path) -> None:
     write_parquet(table, path, metadata={"features": registry_json()})
 
 
-def read_features(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def read_features(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The features table (or just ``columns``, those of them it has)."""
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        have = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in have]
+    return pd.read_parquet(path, columns=columns)
+
+
+def iter_features(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """The features table in batches of ``rows`` rows (memory for one batch)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as pf:
+        for b in pf.iter_batches(batch_size=rows):
+            yield b.to_pandas()

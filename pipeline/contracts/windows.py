@@ -179,7 +179,10 @@ class WindowValues:
             key = np.arange(a, b, step)
         rows = np.asarray(key)
         if rows.ndim == 0:
-            return self[int(rows) : int(rows) + 1][0]
+            k = int(rows)
+            if not -n <= k < n:
+                raise IndexError(f"window {k} outside 0..{n - 1}")
+            return self._read(k % n, 1)[0]
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         rows = np.where(rows < 0, rows + n, rows).astype(np.int64)
@@ -226,15 +229,17 @@ class Rows:
 Values = np.ndarray | WindowValues | Rows  # anything with len, shape and row indexing
 
 
-def batches(x: Values, size: int = READ_BATCH) -> Iterator[np.ndarray]:
-    """``x`` in consecutive batches of ``size`` windows, each an array."""
+def batches(x: Values, size: int | None = None) -> Iterator[np.ndarray]:
+    """``x`` in consecutive batches of ``size`` (READ_BATCH) windows, each an array."""
+    size = size or READ_BATCH
     for i in range(0, len(x), size):
         yield np.asarray(x[i : i + size])
 
 
-def map_batches(fn: Callable[[np.ndarray], np.ndarray], x: Values, size: int = READ_BATCH) -> np.ndarray:
+def map_batches(fn: Callable[[np.ndarray], np.ndarray], x: Values, size: int | None = None) -> np.ndarray:
     """``fn`` (one output row per window) over ``x`` batch by batch, the rows concatenated: for
     per-window functions, the same values as ``fn(x)`` on the whole, in memory for one batch."""
+    size = size or READ_BATCH
     if isinstance(x, np.ndarray) and len(x) <= size:
         return fn(x)
     parts = [fn(b) for b in batches(x, size)]

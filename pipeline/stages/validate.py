@@ -12,7 +12,9 @@ and ``results.json``. Great Expectations is imported here only (it takes ~8 s).
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.contracts.features import ID_COLUMNS, REGISTRY, read_features
+from pipeline.contracts.features import ID_COLUMNS, REGISTRY, iter_features, read_features
 from pipeline.contracts.quarantine import read_quarantine
 from pipeline.contracts.windows import FILE, count_inf, read_index, read_meta
 from pipeline.core.config import Params, load_params
@@ -30,6 +32,7 @@ from pipeline.core.runtime import FeaturesPath, ParamsOpt, QuarantinePath, Windo
 
 log = logging.getLogger(__name__)
 MAX_SHOWN = 10  # offending rows listed per failed expectation
+Part = tuple[str, pd.DataFrame]  # a table's name and (some of) its rows
 
 
 @dataclass
@@ -61,15 +64,15 @@ class Outcome:
 
 
 # --- the tables the suites run on ---------------------------------------------------------
-def feature_tables(features: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The per-frame table, and a per-video summary (face rate, time order)."""
+def per_video_table(features: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A per-video summary of the frames (face rate, time order)."""
     per_video = features.groupby("video", observed=True, sort=True).agg(
         subject=("subject", "first"),
         frames=("frame", "size"),
         face_fraction=("face_present", "mean"),
         t_increasing=("t", lambda t: bool(np.all(np.diff(t.to_numpy()) > 0))),
     )
-    return {"features": features.reset_index(drop=True), "features_per_video": per_video.reset_index()}
+    return {"features_per_video": per_video.reset_index()}
 
 
 def window_tables(x_len: int, x_inf: np.ndarray, index: pd.DataFrame, meta: dict) -> dict[str, pd.DataFrame]:
@@ -210,8 +213,12 @@ def window_checks(params: Params, meta: dict) -> list[Check]:
 
 
 # --- running them ----------------------------------------------------------------------------
-def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Outcome]:
-    """Validate each table with its checks in an ephemeral GX context."""
+def run_checks(
+    tables: dict[str, pd.DataFrame] | Iterable[tuple[str, pd.DataFrame]], checks: list[Check]
+) -> list[Outcome]:
+    """Validate each table with its checks in an ephemeral GX context. A table may come in several
+    parts (the same name again: batches of rows); each check's outcome is then merged over them
+    (failed if any part failed, offending rows counted over all, the first ones listed)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -222,17 +229,16 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("pipeline")
-    outcomes = []
-    for name, df in tables.items():
+    outcomes: dict[tuple[str, int], Outcome] = {}
+    assets: dict[str, Any] = {}
+    for name, df in tables.items() if isinstance(tables, dict) else tables:
         mine = [c for c in checks if c.table == name]
         if not mine:
             continue
-        batch = (
-            source.add_dataframe_asset(name)
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": df})
-        )
-        for c in mine:
+        if name not in assets:
+            assets[name] = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        batch = assets[name].get_batch(batch_parameters={"dataframe": df})
+        for i, c in enumerate(mine):
             fmt: dict[str, Any] = {"result_format": "COMPLETE"}
             if c.id_columns:
                 fmt["unexpected_index_column_names"] = c.id_columns
@@ -244,19 +250,22 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
             ]
             if not r.success and not offending and r.exception_info.get("raised_exception"):
                 offending = [{"error": r.exception_info.get("exception_message")}]
-            outcomes.append(
-                Outcome(
-                    table=name,
-                    expectation=cfg.type,
-                    column=cfg.kwargs.get("column"),
-                    severity=str(getattr(cfg.severity, "value", cfg.severity)).lower(),
-                    success=bool(r.success),
-                    why=c.why,
-                    unexpected_count=int(res.get("unexpected_count") or (0 if r.success else 1)),
-                    offending=offending,
-                )
+            o = Outcome(
+                table=name,
+                expectation=cfg.type,
+                column=cfg.kwargs.get("column"),
+                severity=str(getattr(cfg.severity, "value", cfg.severity)).lower(),
+                success=bool(r.success),
+                why=c.why,
+                unexpected_count=int(res.get("unexpected_count") or (0 if r.success else 1)),
+                offending=offending,
             )
-    return outcomes
+            seen = outcomes.setdefault((name, i), o)
+            if seen is not o:  # another part of the same table
+                seen.success &= o.success
+                seen.unexpected_count += o.unexpected_count
+                seen.offending = (seen.offending + o.offending)[:MAX_SHOWN]
+    return list(outcomes.values())
 
 
 def _plain(v: Any) -> Any:
@@ -291,20 +300,46 @@ def summary_markdown(outcomes: list[Outcome], facts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def validate(params: Params, features: pd.DataFrame, windows_dir: Path) -> tuple[list[Outcome], dict]:
-    """Run both suites; returns outcomes and headline facts (no files written)."""
+# Frames the per-frame suite validates at once: its memory is that of one batch, not of the table.
+FRAME_BATCH = 500_000
+PER_VIDEO_COLUMNS = ["video", "subject", "frame", "t", "face_present"]
+
+
+def frame_batches(features: pd.DataFrame | Path, size: int | None = None) -> Iterator[pd.DataFrame]:
+    """The features table in batches of ``size`` (FRAME_BATCH) rows: of a table in memory, or read
+    from a features.parquet batch by batch."""
+    size = size or FRAME_BATCH
+    if isinstance(features, pd.DataFrame):
+        for i in range(0, max(1, len(features)), size):
+            yield features.iloc[i : i + size].reset_index(drop=True)
+    else:
+        yield from iter_features(features, size)
+
+
+def validate(params: Params, features: pd.DataFrame | Path, windows_dir: Path) -> tuple[list[Outcome], dict]:
+    """Run both suites on the features (a table, or the path of features.parquet: then read in
+    batches of FRAME_BATCH frames) and the windows; returns outcomes and headline facts (no files
+    written)."""
     import pyarrow.parquet as pq
 
+    if isinstance(features, pd.DataFrame):
+        narrow = features[[c for c in PER_VIDEO_COLUMNS if c in features]]
+    else:
+        narrow = read_features(features, PER_VIDEO_COLUMNS)
     meta, index = read_meta(windows_dir), read_index(windows_dir)
     x_len = pq.read_schema(Path(windows_dir) / FILE).field("x").type.list_size  # values per window, as stored
-    tables = feature_tables(features) | window_tables(x_len, count_inf(windows_dir), index, meta)
+    tables = itertools.chain(
+        (("features", b) for b in frame_batches(features)),
+        per_video_table(narrow).items(),
+        window_tables(x_len, count_inf(windows_dir), index, meta).items(),
+    )
     checks = feature_checks(params) + window_checks(params, meta)
     outcomes = run_checks(tables, checks)
     facts = {
-        "videos": features["video"].nunique(),
-        "subjects": features["subject"].nunique(),
-        "frames": len(features),
-        "face detected": f"{features['face_present'].mean():.1%} of frames",
+        "videos": narrow["video"].nunique(),
+        "subjects": narrow["subject"].nunique(),
+        "frames": len(narrow),
+        "face detected": f"{narrow['face_present'].mean():.1%} of frames",
         "windows": f"{len(index)} in {meta['folds']} subject-grouped folds",
     }
     return outcomes, facts
@@ -328,7 +363,7 @@ def run(
     params: Params, features_path: Path, windows_dir: Path, out_dir: Path, quarantine_path: Path | None = None
 ) -> dict:
     """Validate, write the report, raise :class:`ValidationFailed` on critical failures."""
-    outcomes, facts = validate(params, read_features(features_path), windows_dir)
+    outcomes, facts = validate(params, features_path, windows_dir)
     facts |= quarantine_facts(quarantine_path)
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(outcomes, facts))
