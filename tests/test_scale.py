@@ -131,3 +131,23 @@ def test_a_fold_trained_from_disk_in_batches_has_the_bytes_of_the_in_memory_fit(
     assert res.normaliser == norm
     assert res.history == history  # every epoch's losses and scores
     assert res.proba.tobytes() == softmax(m.logits(norm.apply(x[r.test]))).tobytes()
+
+
+def test_the_features_table_is_read_in_batches_of_the_asked_size_whatever_its_row_groups(tmp_path):
+    """One row group per recording (as bench/bench_scale.py and many writers cut it) must not make the
+    validation batches that small: each batch costs the suite's fixed overhead."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from pipeline.contracts.features import iter_features
+    from tests.test_windows import fake_features
+
+    df = fake_features()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pq.ParquetWriter(tmp_path / "f.parquet", table.schema) as out:
+        for i in range(0, len(table), 50):
+            out.write_table(table.slice(i, 50))
+    for rows in (7, 120, 10**6):
+        parts = list(iter_features(tmp_path / "f.parquet", rows))
+        assert [len(p) for p in parts[:-1]] == [rows] * (len(parts) - 1) and 0 < len(parts[-1]) <= rows
+        assert pd.concat(parts, ignore_index=True).equals(df)

@@ -98,9 +98,21 @@ def read_features(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def iter_features(path: Path, rows: int) -> Iterator[pd.DataFrame]:
-    """The features table in batches of ``rows`` rows (memory for one batch)."""
+    """The features table in batches of ``rows`` rows (the last one shorter; memory for one batch),
+    however the file's row groups are cut (one per video, say)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    held: list = []
+    count, given = 0, 0
     with pq.ParquetFile(path) as pf:
-        for b in pf.iter_batches(batch_size=rows):
-            yield b.to_pandas()
+        for b in pf.iter_batches(batch_size=rows):  # never longer than a row group
+            held.append(b)
+            count += len(b)
+            while count >= rows:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, rows).to_pandas()
+                rest = table.slice(rows)
+                held, count, given = rest.to_batches(), len(rest), given + 1
+        if count or not given:  # the rest, or an empty table's columns
+            yield (pa.Table.from_batches(held, pf.schema_arrow)).to_pandas()
