@@ -127,6 +127,9 @@ class TrainParams:
     warmup_epochs: int = 3
     label_smoothing: float = 0.1
     class_weights: bool = True
+    # networks' mini-batches: shuffle (every training window once per epoch) or balanced (as many
+    # windows per epoch, drawn with replacement, every class equally likely; the loss is then unweighted)
+    sampling: str = "shuffle"
     patience: int = 12
     min_epochs: int = 1  # the weights of an earlier epoch are never kept, and training never stops before
     smooth_epochs: int = 1  # early stopping follows the mean validation macro-F1 of this many epochs
@@ -245,6 +248,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
         "must be cpu, auto (a GPU when torch finds one, else the CPU), cuda or cuda:N",
         lambda v: v in ("cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
     ),
+    "train.sampling": ("must be shuffle or balanced", lambda v: v in ("shuffle", "balanced")),
     "train.workers": ("must be >= 0", lambda v: v >= 0),
     "train.jitter": ("must be >= 0", lambda v: v >= 0),
     "train.scaling": ("must be >= 0", lambda v: v >= 0),

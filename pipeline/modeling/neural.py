@@ -48,6 +48,18 @@ def lr_at(epoch: int, cfg: TrainParams) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def epoch_order(y: np.ndarray, n_classes: int, sampling: str, gen: torch.Generator) -> torch.Tensor:
+    """The training windows of one epoch, in batch order: a permutation of them (``shuffle``), or
+    ``balanced``: as many draws with replacement, each window weighted by one over its class's count,
+    so every class present fills about the same share of every batch (a rare class is seen often,
+    a common one not every epoch)."""
+    if sampling == "shuffle":
+        return torch.randperm(len(y), generator=gen)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weight = torch.tensor(1.0 / counts[y])
+    return torch.multinomial(weight, len(y), replacement=True, generator=gen)
+
+
 def augment(x: torch.Tensor, cfg: TrainParams, gen: torch.Generator) -> torch.Tensor:
     """Training-batch augmentation (seeded): Gaussian jitter and per-window feature scaling."""
     if cfg.scaling > 0:  # drawn on the CPU (the seeded generator), whatever the device
@@ -80,7 +92,8 @@ class NeuralClassifier(Classifier):
         if not has_val and not stop_after:
             raise ValueError("fit without validation windows needs stop_after (the number of epochs)")
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        weight = torch.tensor(class_weights(ytr, n_classes)) if cfg.class_weights else None
+        balanced = cfg.sampling == "balanced"  # the batches are balanced already: no class weights on top
+        weight = torch.tensor(class_weights(ytr, n_classes)) if cfg.class_weights and not balanced else None
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing).to(device)
         yt, yv = torch.tensor(ytr, device=device), torch.tensor(yva, device=device)
 
@@ -97,9 +110,9 @@ class NeuralClassifier(Classifier):
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch, cfg)
             model.train()
-            order = torch.randperm(len(ytr), generator=gen)
+            order = epoch_order(ytr, n_classes, cfg.sampling, gen)
             total = 0.0
-            seen = torch.empty(len(ytr), dtype=torch.long)  # predictions made while training (no extra pass)
+            seen = torch.full((len(ytr),), -1, dtype=torch.long)  # predictions made while training (no extra pass)
             for i in range(0, len(order), cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
@@ -110,10 +123,11 @@ class NeuralClassifier(Classifier):
                 opt.step()
                 total += loss.item() * len(idx)
                 seen[idx] = logits.detach().argmax(1).cpu()
+            drawn = seen.numpy() >= 0  # every window (shuffle), the ones drawn this epoch (balanced)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": total / len(ytr),
-                "train_f1": macro_f1(ytr, seen.numpy(), n_classes),
+                "train_f1": macro_f1(ytr[drawn], seen.numpy()[drawn], n_classes),
                 "val_loss": float("nan"),
                 "val_f1": float("nan"),
                 "lr": opt.param_groups[0]["lr"],
@@ -151,7 +165,8 @@ class NeuralClassifier(Classifier):
             return self.module(torch.tensor(x)).numpy()
 
     def attention(self, x: np.ndarray) -> np.ndarray:
-        if "return_attention" not in inspect.signature(self.module.forward).parameters:
+        body = getattr(self.module, "body", self.module)  # inside WithDerivatives
+        if "return_attention" not in inspect.signature(body.forward).parameters:
             return super().attention(x)
         with torch.no_grad():
             _, w = self.module(torch.tensor(x), return_attention=True)

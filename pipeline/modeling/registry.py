@@ -46,13 +46,20 @@ class ModelSpec:
         return getattr(importlib.import_module(module), attr)
 
     def hparam_names(self) -> dict[str, Any]:
-        """The hyper-parameters the builder takes, with their defaults."""
+        """The hyper-parameters the builder takes, with their defaults (every network also takes
+        :data:`NEURAL_HPARAMS`)."""
         sig = inspect.signature(self.load_builder())
-        return {
+        own = {
             n: p.default
             for n, p in sig.parameters.items()
             if n not in SHAPE_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
+        return {**own, **NEURAL_HPARAMS} if self.neural else own
+
+
+# Hyper-parameters of every network, applied around its builder's module (pipeline/modeling/zoo.py):
+# derivatives: each feature's step-to-step change as an extra input channel (WithDerivatives).
+NEURAL_HPARAMS: dict[str, Any] = {"derivatives": False}
 
 
 _ZOO = "pipeline.modeling.zoo"
@@ -136,6 +143,10 @@ def check(params: Params, only: str | None = None) -> None:
                     f"params key 'hparams.{name}.{key}' is not a hyper-parameter of '{name}'; "
                     f"it takes {sorted(accepted) or 'none'}"
                 )
+        if "derivatives" in hp and not isinstance(hp["derivatives"], bool):
+            raise ConfigError(
+                f"params key 'hparams.{name}.derivatives' must be true or false, got {hp['derivatives']!r}"
+            )
 
 
 def create(
@@ -150,7 +161,14 @@ def create(
         from pipeline.modeling.neural import NeuralClassifier
 
         torch.manual_seed(seed)
-        module = spec.load_builder()(n_features, n_classes, window, **hparams)
+        own = {k: v for k, v in hparams.items() if k not in NEURAL_HPARAMS}
+        common = {**NEURAL_HPARAMS, **{k: v for k, v in hparams.items() if k in NEURAL_HPARAMS}}
+        if common["derivatives"]:
+            from pipeline.modeling.zoo import WithDerivatives
+
+            module = WithDerivatives(spec.load_builder()(2 * n_features, n_classes, window, **own))
+        else:
+            module = spec.load_builder()(n_features, n_classes, window, **own)
         model: Classifier = NeuralClassifier(module)
     else:
         model = spec.load_builder()(n_features, n_classes, window, **hparams)

@@ -379,5 +379,26 @@ def fcn(n_features: int, n_classes: int, window: int, channels: int = 128, dropo
     return FCN(n_features, n_classes, channels, dropout)
 
 
+class WithDerivatives(nn.Module):
+    """Any network of the zoo fed each feature AND its step-to-step change (``hparams.<model>.derivatives``):
+    (N, T, F) -> ``body`` on (N, T, 2F), the change of the first step 0. The windows arrive z-scored,
+    so the changes are in units of each feature's spread: a head turning, the lids closing, a hand
+    rising show as a pulse whatever the driver's resting pose. Inside the model, so predict, monitor
+    and export apply it too."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    @staticmethod
+    def inputs(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            return self.body(self.inputs(x), return_attention=True)
+        return self.body(self.inputs(x))
+
+
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
