@@ -134,6 +134,8 @@ class TrainParams:
     min_epochs: int = 1  # the weights of an earlier epoch are never kept, and training never stops before
     smooth_epochs: int = 1  # early stopping follows the mean validation macro-F1 of this many epochs
     seeds: int = 1  # networks: fits per fold with seeds seed, seed+1, ...; the median by validation score is kept
+    tune_budget: int = 8  # a grid (hparams.<model>.tune): at most this many candidates (pipeline/modeling/tuning.py)
+    tune_inner_folds: int = 2  # ... each scored on this many inner folds of each outer fold's training side
     grad_clip: float = 1.0
     jitter: float = 0.0  # augmentation: Gaussian noise (sd, in z-score units) added to each training batch
     scaling: float = 0.0  # augmentation: each window's features scaled by 1 + N(0, sd)
@@ -244,6 +246,8 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "train.min_epochs": ("must be >= 1", lambda v: v >= 1),
     "train.smooth_epochs": ("must be >= 1", lambda v: v >= 1),
     "train.seeds": ("must be >= 1", lambda v: v >= 1),
+    "train.tune_budget": ("must be >= 1", lambda v: v >= 1),
+    "train.tune_inner_folds": ("must be >= 1", lambda v: v >= 1),
     "train.device": (
         "must be cpu, auto (a GPU when torch finds one, else the CPU), cuda or cuda:N",
         lambda v: v in ("cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,

@@ -57,6 +57,8 @@ class FitResult:
     n_parameters: int = 0
     seed: int = 0  # the seed of the kept fit
     seed_val_f1: tuple[float, ...] = ()  # with train.seeds > 1: each seed's validation score, in seed order
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # the ones it trained with
+    tuning: dict[str, Any] = dataclasses.field(default_factory=dict)  # with a grid: the choice inside the fold
 
 
 _OPEN: dict[tuple, tuple[WindowValues, np.ndarray, pd.DataFrame, dict]] = {}
@@ -77,12 +79,50 @@ def _windows(windows_dir: Path, values: Path | None = None) -> tuple[WindowValue
     return _OPEN[key]
 
 
+def _inner_score(job: FitJob, hparams: dict[str, Any], rows: FoldRows) -> float:
+    """Macro-F1 on ``rows.test`` of one fit of ``hparams`` on ``rows.train`` (stopped early on
+    ``rows.val``; one seed): a candidate's score on one inner fold."""
+    from pipeline.modeling import registry
+    from pipeline.modeling.base import macro_f1
+
+    x, y, _, meta = _windows(job.windows_dir, job.values)
+    n_classes = len(meta["classes"])
+    norm = Normaliser.fit(Rows(x, rows.train))
+    model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], hparams, seed=job.cfg.seed)
+    model.fit((Rows(x, rows.train, norm), y[rows.train]), (Rows(x, rows.val, norm), y[rows.val]), n_classes, job.cfg)
+    return macro_f1(y[rows.test], model.logits(Rows(x, rows.test, norm)).argmax(1), n_classes)
+
+
+def tune(job: FitJob) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hyper-parameters outer fold ``job.rows`` trains with, chosen on inner folds of its training
+    side (pipeline/modeling/tuning.py), and the record of the choice; the job's own without a grid."""
+    from pipeline.modeling import tuning
+
+    options = tuning.candidates(job.hparams, job.cfg.tune_budget, job.cfg.seed)
+    if len(options) == 1 or job.rows.fold == FINAL:
+        return options[0], {}
+    _, _, index, _ = _windows(job.windows_dir, job.values)
+    inner = tuning.inner_folds(job.rows, index["fold"].to_numpy(), job.cfg.tune_inner_folds)
+    scores = [float(np.mean([_inner_score(job, hp, rows) for _, rows in inner])) for hp in options]
+    best = tuning.choose(scores)
+    record = {
+        "chosen": best,
+        "hparams": tuning.changed(options[best], job.hparams),
+        "inner_folds": [g for g, _ in inner],
+        "inner_f1": [round(v, 5) for v in scores],
+        "fits": len(options) * len(inner),
+    }
+    return options[best], record
+
+
 def fit(job: FitJob) -> FitResult:
-    """Run one fit (in a worker process or in the caller's)."""
+    """Run one fit (in a worker process or in the caller's): with a grid, the hyper-parameters are
+    chosen inside the fold first (:func:`tune`)."""
     from pipeline.modeling import numerics, registry
     from pipeline.modeling.base import macro_f1, selected_epoch, selection_key, softmax
 
     numerics.ensure_pinned(job.cfg.threads, torch=registry.get(job.model).neural)
+    hparams, tuned = tune(job)
     x, y, _, meta = _windows(job.windows_dir, job.values)
     n_classes = len(meta["classes"])
     r = job.rows
@@ -93,7 +133,7 @@ def fit(job: FitJob) -> FitResult:
     runs = []
     for k in range(seeds):  # one fit per seed; the median by validation score is kept (ties: lower seed)
         cfg = dataclasses.replace(job.cfg, seed=job.cfg.seed + k)
-        model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], job.hparams, seed=cfg.seed)
+        model = registry.create(job.model, x.shape[2], n_classes, x.shape[1], hparams, seed=cfg.seed)
         history = model.fit((xtr, y[r.train]), (xva, y[r.val]), n_classes, cfg, stop_after=job.stop_after)
         best = selected_epoch(history, cfg.smooth_epochs, cfg.min_epochs, max(n_epochs, len(history)))
         key = selection_key(history, best - 1, cfg.smooth_epochs) if seeds > 1 else (0.0, 0.0)
@@ -115,6 +155,8 @@ def fit(job: FitJob) -> FitResult:
         model.n_parameters(),
         job.cfg.seed - neg_k,
         seed_val_f1,
+        hparams,
+        tuned,
     )
 
 
@@ -158,6 +200,8 @@ class CrossValidation:
             )
             if r.seed_val_f1:  # train.seeds > 1: what each seed scored on validation, and which was kept
                 out[-1]["seeds"] = {"kept": r.seed, "val_f1": list(r.seed_val_f1)}
+            if r.tuning:  # a grid: what was chosen inside the fold, on which inner folds
+                out[-1]["tuning"] = r.tuning
         return out
 
 
@@ -192,9 +236,14 @@ def fit_final(
     folds: list[FitResult],
     address: str = "",
 ) -> FitResult:
-    """The final model on every subject, for the median (low) of the folds' best epochs, no validation
-    (on the Dask cluster at ``address`` if given)."""
+    """The final model on every subject, for the median (low) of the folds' best epochs, no validation,
+    with the hyper-parameters the folds chose most often (on the Dask cluster at ``address`` if given)."""
+    from pipeline.modeling import tuning
+
     x, y, _, _ = _windows(Path(windows_dir))
+    options = tuning.candidates(hparams, cfg.tune_budget, cfg.seed)
+    if len(options) > 1:
+        hparams = options[tuning.most_chosen([r.tuning["chosen"] for r in folds])]
     everyone = np.arange(len(y))
     epochs = int(statistics.median_low([r.best_epoch for r in folds]))
     seed = min(statistics.multimode([r.seed for r in folds]))  # with train.seeds > 1: kept most often

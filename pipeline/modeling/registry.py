@@ -57,6 +57,9 @@ class ModelSpec:
         return {**own, **NEURAL_HPARAMS} if self.neural else own
 
 
+# The grid of a model's hyper-parameters tried inside each fold (pipeline/modeling/tuning.py)
+TUNE_KEY = "tune"
+
 # Hyper-parameters of every network, applied around its builder's module (pipeline/modeling/zoo.py):
 # derivatives: each feature's step-to-step change as an extra input channel (WithDerivatives).
 NEURAL_HPARAMS: dict[str, Any] = {"derivatives": False}
@@ -138,7 +141,9 @@ def check(params: Params, only: str | None = None) -> None:
             raise ConfigError(f"params key 'hparams.{name}' must be a mapping of keyword arguments, got {hp!r}")
         accepted = SPECS[name].hparam_names()
         for key in hp:
-            if key not in accepted:
+            if key == TUNE_KEY:
+                _check_grid(name, hp[key], accepted)
+            elif key not in accepted:
                 raise ConfigError(
                     f"params key 'hparams.{name}.{key}' is not a hyper-parameter of '{name}'; "
                     f"it takes {sorted(accepted) or 'none'}"
@@ -149,12 +154,27 @@ def check(params: Params, only: str | None = None) -> None:
             )
 
 
+def _check_grid(name: str, grid: Any, accepted: dict[str, Any]) -> None:
+    """``hparams.<name>.tune``: a mapping of the model's hyper-parameters to lists of values."""
+    where = f"params key 'hparams.{name}.{TUNE_KEY}'"
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError(f"{where} must map hyper-parameters to lists of values to try, e.g. {{hidden: [16, 32]}}")
+    for key, values in grid.items():
+        if key not in accepted:
+            raise ConfigError(
+                f"{where}.{key}: not a hyper-parameter of '{name}'; it takes {sorted(accepted) or 'none'}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.{key} must be a non-empty list of values to try, got {values!r}")
+
+
 def create(
     name: str, n_features: int, n_classes: int, window: int, hparams: Mapping[str, Any], seed: int = 0
 ) -> Classifier:
     """An untrained classifier (seeded: the same seed gives the same initial weights)."""
 
     spec = get(name)
+    hparams = {k: v for k, v in hparams.items() if k != TUNE_KEY}  # the grid is for tuning, not the builder
     if spec.neural:
         import torch
 

@@ -209,6 +209,8 @@ def evaluate(predictor: Predictor, oof: tuple, folds: dict, windows: tuple, para
         str(f["fold"]): {k: f[k] for k in ("test_f1", "train_f1", "best_epoch", "subjects")} for f in folds["folds"]
     }
     metrics: dict[str, Any] = {"cv": cv}
+    if "tuning" in folds:  # hyper-parameters chosen inside the folds: what was tuned, what it cost
+        metrics["tuning"] = folds["tuning"]
     metrics["gap"] = float(np.mean([f["train_f1"] - f["test_f1"] for f in folds["folds"]]))
     ev = params.evaluate
     metrics["operating_points"], curves = operating_points(

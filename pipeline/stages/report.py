@@ -34,6 +34,7 @@ SECTIONS = (
     "comparison",
     "paired",
     "per_fold",
+    "tuning",
     "per_class",
     "operating_points",
     "best_model",
@@ -321,6 +322,33 @@ def per_fold_table(metrics: dict[str, dict]) -> list[str]:
     return lines
 
 
+def tuning_lines(metrics: dict[str, dict]) -> list[str]:
+    """What was tuned inside the folds (nested CV) and what it cost; nothing when no model had a grid."""
+    tuned = {n: m["tuning"] for n, m in metrics.items() if "tuning" in m}
+    if not tuned:
+        return []
+    lines = [
+        "## Hyper-parameters tuned inside the folds",
+        "",
+        "Each fold chose among the candidates on inner folds of its own training side (its scored and "
+        "validation subjects never took part), so the scores above were not selected on the subjects they "
+        "score. Extra fits: the inner fits, beyond the folds' and the final model's.",
+        "",
+        "| model | grid | candidates x inner folds | chosen per fold | final model | extra fits |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in tuned.items():
+
+        def fmt(d: dict) -> str:
+            return ", ".join(f"{k} {v}" for k, v in d.items())
+
+        grid = "; ".join(f"{k} {v}" for k, v in t["grid"].items())
+        per_fold = " / ".join(fmt(d) for d in t["per_fold"])
+        cells = f"{t['candidates']} x {t['inner_folds']} | {per_fold} | {fmt(t['final'])} | {t['fits']}"
+        lines.append(f"| `{name}` | {grid} | {cells} |")
+    return lines
+
+
 def pooled_above_folds(m: dict) -> bool:
     """The pooled out-of-fold macro-F1 exceeds every fold model's own (by more than rounding)."""
     folds = [r["test_f1"] for r in m["cv"]["per_fold"].values()]
@@ -422,6 +450,7 @@ def sections(
         "![comparison](comparison.png)",
     ]
     out["per_fold"] = per_fold_table(metrics)
+    out["tuning"] = tuning_lines(metrics)
     out["per_class"] = per_class_table(metrics, classes)
     head = "| model | " + " | ".join(f"{c} alert | {c} report" for c in classes) + " |"
     out["operating_points"] = [

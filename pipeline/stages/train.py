@@ -65,6 +65,15 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
         if "seeds" in f:
             seeds = ", ".join(f"{v:.3f}" for v in f["seeds"]["val_f1"])
             log.info("    seeds' validation macro-F1 %s: kept seed %d (the median)", seeds, f["seeds"]["kept"])
+        if "tuning" in f:
+            t = f["tuning"]
+            log.info(
+                "    tuned inside the fold on inner folds %s (%d fits): %s, inner macro-F1 %.3f",
+                t["inner_folds"],
+                t["fits"],
+                t["hparams"],
+                t["inner_f1"][t["chosen"]],
+            )
     known = cv.familiarity
     log.info(
         "  unfamiliar input: distance above %.2f (%.1f%% of %s windows)",
@@ -72,8 +81,12 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
         100 * known["oof_flagged"],
         known["calibrated_on"],
     )
-    model = registry.create(name, len(meta["features"]), len(meta["classes"]), int(meta["window"]), hparams)
-    card = ModelCard.for_windows(name, meta, hparams, model.weights_file)
+    final_hparams = cv.final.hparams  # with a grid (hparams.<name>.tune): the folds' most frequent choice
+    tuned = tuning_summary(hparams, folds, final_hparams)
+    if tuned:
+        log.info("  tuned %s: final model %s (%d fits)", tuned["grid"], tuned["final"], tuned["fits"])
+    model = registry.create(name, len(meta["features"]), len(meta["classes"]), int(meta["window"]), final_hparams)
+    card = ModelCard.for_windows(name, meta, final_hparams, model.weights_file)
     norm = {"subject_baseline": meta["normalisation"]["subject_baseline"], **cv.final.normaliser.as_dict()}
     card = dataclasses.replace(
         card,
@@ -87,7 +100,8 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
     write_weights(out, model.weights_file, cv.final.state)
     write_card(out, card)
     write_oof(out / "oof.parquet", index, cv.oof, list(meta["classes"]))
-    write_json(out / "folds.json", {"folds": folds, "final": {"epochs": cv.final.best_epoch}})
+    final = {"epochs": cv.final.best_epoch} | ({"hparams": tuned["final"]} if tuned else {})
+    write_json(out / "folds.json", {"folds": folds, "final": final} | ({"tuning": tuned} if tuned else {}))
     write_training_log(reports_dir / name, {f"fold{r.fold}": r.history for r in cv.folds} | {"final": cv.final.history})
     oof_f1 = macro_f1(y, cv.oof.argmax(1), len(meta["classes"]))
     return {
@@ -97,6 +111,23 @@ def run(params: Params, name: str, windows_dir: Path, models_dir: Path, reports_
         "final_epochs": cv.final.best_epoch,
         "workers": workers,
         "seconds": round(seconds, 1),
+    }
+
+
+def tuning_summary(hparams: dict, folds: list[dict], final: dict) -> dict:
+    """What was tuned and what it cost, for folds.json and the report (empty without a grid)."""
+    from pipeline.modeling.tuning import TUNE_KEY, changed
+
+    tuned = [f["tuning"] for f in folds if "tuning" in f]
+    if not tuned:
+        return {}
+    return {
+        "grid": hparams[TUNE_KEY],
+        "candidates": len(tuned[0]["inner_f1"]),
+        "inner_folds": len(tuned[0]["inner_folds"]),
+        "per_fold": [t["hparams"] for t in tuned],
+        "final": changed(final, hparams),
+        "fits": sum(t["fits"] for t in tuned),  # extra fits beyond the folds' and the final one
     }
 
 
