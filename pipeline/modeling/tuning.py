@@ -18,12 +18,14 @@ takes the candidate the folds chose most often (ties: the earlier one).
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.contracts.windows import FoldRows
 from pipeline.modeling.registry import TUNE_KEY
+
+if TYPE_CHECKING:
+    from pipeline.contracts.windows import FoldRows
 
 
 def base_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +50,8 @@ def inner_folds(rows: FoldRows, folds: np.ndarray, n_inner: int) -> list[tuple[i
     """(inner fold, rows) for choosing inside outer fold ``rows``: fit on the outer training side but
     inner fold ``g``, stop early on the outer validation rows, score on ``g`` (the first ``n_inner``
     training-side folds in order)."""
+    from pipeline.contracts.windows import FoldRows
+
     train_folds = np.asarray(folds)[rows.train]
     out = []
     for g in sorted(set(train_folds.tolist()))[:n_inner]:
