@@ -138,6 +138,32 @@ def test_train_stage_on_a_full_disk_stops(tmp_path):
         assert_stopped_by_the_machine(res, "no space")
 
 
+def test_train_stage_without_room_for_the_raw_copy_of_the_windows_names_tmpdir(tmp_path):
+    """The train stage reads the window values from a raw copy in TMPDIR (issue "Scale"): a full
+    TMPDIR is the machine's problem, said with what to do, and nothing is written."""
+    import os
+
+    from tests.test_train import make_set
+
+    wdir = make_set(tmp_path / "w")  # 168 KB of values
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"models": ["stats_lr"]}}))
+    with small_fs(tmp_path / "tmp", 64) as fs:  # not full (Python would quietly use /tmp), too small
+        args = ["--model", "stats_lr", "--params", str(params), "--windows", str(wdir)]
+        res = subprocess.run(
+            [sys.executable, "-m", "pipeline.stages", "train", *args]
+            + ["--models", str(tmp_path / "models"), "--reports", str(tmp_path / "reports")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "TMPDIR": str(fs)},
+        )
+        assert_stopped_by_the_machine(res, "no space left on the device for the raw copy of the windows")
+        assert "set TMPDIR to a folder on a disk with room" in res.stderr
+    assert not (tmp_path / "models").exists()
+
+
 OUT_OF_MEMORY = """
 import atexit, resource, runpy, sys
 limit = int(sys.argv[1])

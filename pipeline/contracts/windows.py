@@ -532,6 +532,33 @@ def _scratch_dir() -> Path:
     return here
 
 
+def _raw_copy(path: Path, shape: tuple[int, int, int]) -> Path:
+    """The values of windows.parquet written raw to this process's scratch folder, row group by row
+    group. No room there is the machine's problem, said with what to do."""
+    import errno
+    import hashlib
+    import tempfile
+
+    from pipeline.core.errors import MachineError
+
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    try:
+        values = _scratch_dir() / f"{key}.f32"
+        with atomic_path(values) as tmp, open(tmp, "wb") as out:
+            for x in _x_batches(path, shape[1], shape[2]):
+                out.write(np.ascontiguousarray(x, np.float32).tobytes())
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        need = 4 * int(np.prod(shape)) / 1e9
+        raise MachineError(
+            f"no space left on the device for the raw copy of the windows ({need:.2f} GB) in "
+            f"{tempfile.gettempdir()} ({e}); set TMPDIR to a folder on a disk with room and run again; "
+            "nothing of this run was recorded as done"
+        ) from e
+    return values
+
+
 def open_windows(out_dir: Path, values: Path | None = None) -> tuple[WindowValues, np.ndarray, pd.DataFrame, dict]:
     """The windows without holding their values: as :func:`read_windows`, but x is a
     :class:`WindowValues` over a raw copy of the values written row group by row group to this
@@ -544,13 +571,7 @@ def open_windows(out_dir: Path, values: Path | None = None) -> tuple[WindowValue
     y = _check_index(index, meta, path)
     shape = (len(index), int(meta["window"]), len(meta["features"]))
     if values is None:
-        import hashlib
-
-        key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-        values = _scratch_dir() / f"{key}.f32"
-        with atomic_path(values) as tmp, open(tmp, "wb") as out:
-            for x in _x_batches(path, shape[1], shape[2]):
-                out.write(np.ascontiguousarray(x, np.float32).tobytes())
+        values = _raw_copy(path, shape)
     size = Path(values).stat().st_size
     if size != 4 * int(np.prod(shape)):
         raise DataError(f"{values} holds {size} bytes, not the {shape} windows of {path}: rerun")
