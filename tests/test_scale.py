@@ -151,3 +151,19 @@ def test_the_features_table_is_read_in_batches_of_the_asked_size_whatever_its_ro
         parts = list(iter_features(tmp_path / "f.parquet", rows))
         assert [len(p) for p in parts[:-1]] == [rows] * (len(parts) - 1) and 0 < len(parts[-1]) <= rows
         assert pd.concat(parts, ignore_index=True).equals(df)
+
+
+def test_minirocket_on_a_set_too_large_for_its_in_memory_features_stops_with_what_to_do(monkeypatch):
+    """MiniRocket is the one model holding its training set (10,000 features per window) in memory;
+    past its limit it says so and what to change, before it runs out of memory."""
+    from pipeline.core.config import TrainParams
+    from pipeline.core.errors import ModelError
+    from pipeline.modeling import baselines, registry
+
+    monkeypatch.setattr(baselines, "MINIROCKET_MEMORY", 1 << 20)  # 1 MB instead of 4 GB: the same rule, small
+    x = np.random.default_rng(0).normal(size=(100, 20, 3)).astype(np.float32)
+    y = np.arange(100) % 2
+    model = registry.create("minirocket", 3, 2, 20, {"num_kernels": 840})
+    with pytest.raises(ModelError, match=r"100 training windows need about .* set hparams\.minirocket\.num_kernels"):
+        model.fit((x, y), (x[:0], y[:0]), 2, TrainParams())
+    registry.create("minirocket", 3, 2, 20, {"num_kernels": 252}).fit((x, y), (x[:0], y[:0]), 2, TrainParams())

@@ -279,6 +279,15 @@ class MiniRocket(Classifier):
         from sklearn.linear_model import RidgeClassifierCV
         from sktime.transformations.rocket import MiniRocketMultivariate
 
+        need = len(train[1]) * self.num_kernels * MINIROCKET_BYTES_PER_FEATURE
+        if need > MINIROCKET_MEMORY:
+            fits = int(MINIROCKET_MEMORY / (len(train[1]) * MINIROCKET_BYTES_PER_FEATURE))
+            raise ModelError(
+                f"minirocket holds its ~{self.num_kernels:,} features of every training window in memory: "
+                f"{len(train[1]):,} training windows need about {need / 2**30:.1f} GB, over its limit of "
+                f"{MINIROCKET_MEMORY / 2**30:.0f} GB; set hparams.minirocket.num_kernels to at most {fits:,} (84 "
+                "or more), or leave minirocket out of train.models for a set this large"
+            )
         x, y = np.asarray(train[0][:]), train[1]  # in memory: the transform and its features need them whole
         if x.shape[1] < 9:
             raise ModelError(f"minirocket needs windows of at least 9 time steps; these have {x.shape[1]}")
@@ -318,6 +327,12 @@ class MiniRocket(Classifier):
     def n_parameters(self) -> int:
         return int(np.size(self.state.get("coef", [])) + np.size(self.state.get("intercept", [])))
 
+
+# MiniRocket is the one model that holds its training set in memory: its features (float64), their
+# standardised copy and, for large sets, a float32 one: about 20 bytes per feature and window. Above
+# this it stops with a clear message instead of running out of memory (README "Scale").
+MINIROCKET_MEMORY = 4 << 30
+MINIROCKET_BYTES_PER_FEATURE = 20
 
 # MiniRocket's classifier. Up to this many training windows: the ridge with efficient leave-one-out
 # regularisation (its eigendecomposition of the windows' Gram matrix grows with the cube of the
