@@ -87,3 +87,7 @@ def test_each_fold_tunes_on_its_training_side_and_the_final_model_loads_with_the
         and "| `stats_gbm` | min_samples_leaf [100000, 20] | 2 x 2 |" in table
     )
     assert R.tuning_lines({"stats_lr": {}}) == []
+
+
+def test_a_report_without_tuning_has_no_empty_section():
+    assert R.join({"a": ["x"], "tuning": [], "b": ["y"]}, ("a", "tuning", "b")) == "x\n\ny\n"

@@ -496,7 +496,7 @@ def sections(
 
 
 def join(parts: dict[str, list[str]], keys: tuple[str, ...]) -> str:
-    return "\n\n".join("\n".join(parts[k]) for k in keys if k in parts) + "\n"
+    return "\n\n".join("\n".join(parts[k]) for k in keys if parts.get(k)) + "\n"  # empty sections left out
 
 
 def summary_markdown(params: Params, reports_dir: Path, windows_dir: Path, quarantine_path: Path) -> str:
