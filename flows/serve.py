@@ -157,6 +157,36 @@ def serve_inbox_deployment(root: Path) -> None:
     score_inbox.serve(**kwargs, global_limit=limit, limit=1)
 
 
+def automation_ids(url: str) -> set:
+    """Ids of every automation the server holds (before the deployment replaces its own)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        return {a.id for a in client.read_automations()}
+
+
+def wait_for_trigger(url: str, root: Path, known: set, deployment: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Wait until the served deployment has created its event trigger for ``root`` (an automation not in
+    ``known``). The deployment is registered before its trigger: an event sent in between starts nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    resource = workspace_resource(root)["prefect.resource.id"]
+    deadline = time.monotonic() + timeout_s
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if deployment.poll() is not None:
+                raise RuntimeError(f"the deployment process exited with {deployment.returncode}; stopping the rest")
+            for a in client.read_automations():
+                if a.id not in known and resource in str(getattr(a.trigger, "match", "")):
+                    time.sleep(1.0)  # the server loads a new automation into its trigger cache just after commit
+                    log.info("deployment %s and its change trigger are ready", DEPLOYMENT)
+                    return
+            time.sleep(0.5)
+    raise RuntimeError(f"the deployment's change trigger did not appear on {url} within {timeout_s:g} s")
+
+
 def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
     """Stop a child started in its own session, then anything left in its process group."""
     if proc.poll() is None:
@@ -213,11 +243,14 @@ def serve(root: Path, port: int = 4200, cron: str | None = None, watch: bool = T
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
+        known = automation_ids(api_url(port)) if watch else set()
         children["deployment"] = subprocess.Popen(
             [*py, "deployment", "--workspace", str(root), *(["--cron", cron] if cron else [])],
             env=env,
             start_new_session=True,
         )
+        if watch:  # a change seen before the trigger exists would start nothing: the watcher waits for it
+            wait_for_trigger(api_url(port), root, known, children["deployment"])
         if inbox:
             children["inbox"] = subprocess.Popen(
                 [*py, "inbox-deployment", "--workspace", str(root)], env=env, start_new_session=True

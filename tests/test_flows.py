@@ -545,6 +545,9 @@ def test_make_serve_starts_server_deployment_and_watcher_and_a_change_runs_the_p
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
         assert healthy(url)
+        # the watcher starts only once the deployment's trigger exists (a change seen earlier started nothing)
+        served = (tmp_path / "serve.log").read_text()
+        assert served.index("change trigger are ready") < served.index("watching params.yaml"), served[-3000:]
         from prefect.client.orchestration import get_client
         from prefect.exceptions import ObjectNotFound
         from prefect.settings import PREFECT_API_URL, temporary_settings
