@@ -53,8 +53,34 @@ def participants(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.diff(levels) < 0)]).astype(int)
 
 
-def convert(source: Path, out: Path) -> dict:
-    """The paper's five test folds -> ``out`` in the windows format; returns meta.json."""
+def sequences(x: np.ndarray, y: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
+    """Each (participant, level) video's whole blink sequence, rebuilt from its windows (30 blinks,
+    stride 2: window i holds blinks 2i .. 2i + 29): [(participant, level, (L, 4))]. A video of fewer
+    than 30 blinks keeps its one window, its padding NaN."""
+    who = participants(y)
+    out, start = [], 0
+    for i in range(1, len(y) + 1):
+        if i < len(y) and who[i] == who[i - 1] and y[i] == y[i - 1]:
+            continue
+        w = x[start:i]
+        seq = np.concatenate([w[0], *(v[-STRIDE:] for v in w[1:])]) if len(w) > 1 else w[0]
+        out.append((int(who[start]), float(y[start]), seq))
+        start = i
+    return out
+
+
+def windows_of(seq: np.ndarray, window: int) -> list[tuple[int, np.ndarray]]:
+    """(first blink, (window, 4)) at stride 2, as the paper cut them; a shorter video: one window,
+    NaN in front."""
+    if len(seq) <= window:
+        pad = np.full((window - len(seq), seq.shape[1]), np.nan)
+        return [(0, np.concatenate([pad, seq]))]
+    return [(s, seq[s : s + window]) for s in range(0, len(seq) - window + 1, STRIDE)]
+
+
+def convert(source: Path, out: Path, window: int = 30) -> dict:
+    """The paper's five test folds -> ``out`` in the windows format, windows of ``window`` blinks
+    (30: the paper's own windows, byte for byte); returns meta.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -71,39 +97,35 @@ def convert(source: Path, out: Path) -> dict:
             sys.exit(f"error: {bx} / {by}: expected (N, 30, 4) windows and labels 0/5/10, got {x.shape}, {set(y)}")
         padding = (x == 0).all(axis=2)  # a video with fewer than 30 blinks: zero rows in front, not blinks
         x[padding] = np.nan
-        who = participants(y)
-        step = np.zeros(len(y), int)
-        for i in range(1, len(y)):  # blink index of each window's start inside its (participant, level) video
-            same = who[i] == who[i - 1] and y[i] == y[i - 1]
-            step[i] = step[i - 1] + STRIDE if same else 0
-        for i in range(len(y)):
-            subject = f"f{f + 1}p{who[i]:02d}"
-            level = CLASSES[LEVELS[float(y[i])]]
-            rows.append(
-                {
-                    "window_id": f"{subject}_{level}_{step[i]:04d}",
-                    "video": f"{subject}_{level}",
-                    "subject": subject,
-                    "label": level,
-                    "fold": f,
-                    "start_frame": int(step[i]),
-                    "end_frame": int(step[i]) + 29,
-                    "start_t": float(step[i]),  # blinks, not seconds: the data carry no time stamps
-                    "end_t": float(step[i] + 29),
-                }
-            )
-        xs.append(x.astype(np.float32))
-    x = np.concatenate(xs)
+        for who, level_code, seq in sequences(x, y):
+            subject = f"f{f + 1}p{who:02d}"
+            level = CLASSES[LEVELS[level_code]]
+            for first, values in windows_of(seq, window):
+                rows.append(
+                    {
+                        "window_id": f"{subject}_{level}_{first:04d}",
+                        "video": f"{subject}_{level}",
+                        "subject": subject,
+                        "label": level,
+                        "fold": f,
+                        "start_frame": first,
+                        "end_frame": first + window - 1,
+                        "start_t": float(first),  # blinks, not seconds: the data carry no time stamps
+                        "end_t": float(first + window - 1),
+                    }
+                )
+                xs.append(values.astype(np.float32))
+    x = np.stack(xs)
     out.mkdir(parents=True, exist_ok=True)
     cols = {k: [r[k] for r in rows] for k in rows[0]}
     cols["fold"] = np.asarray(cols["fold"], np.int16)
-    cols["x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 30 * len(FEATURES))
+    cols["x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), window * len(FEATURES))
     pq.write_table(pa.table(cols), out / "windows.parquet")
     meta = {
         "format": "driver-windows/2",
         "features": FEATURES,
         "classes": CLASSES,
-        "window": 30,
+        "window": window,
         "folds": FOLDS,
         "task": "drowsiness",
         "normalisation": {"subject_baseline": False},  # the authors' per-participant z-score is in the data
@@ -125,8 +147,16 @@ def parse_variant(spec: str) -> tuple[str, str, dict]:
     model = next((m for m in sorted(registry.names(), key=len, reverse=True) if label.startswith(m)), None)
     if model is None:
         sys.exit(f"error: variant '{spec}': its label must start with a model name ({', '.join(registry.names())})")
+    items, depth, cur = [], 0, ""
+    for ch in rest:  # commas inside [...] or {...} belong to the value
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
     sets = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, [*items, cur]):
         key, _, value = item.partition("=")
         sets[key.strip()] = yaml.safe_load(value)
     return label, model, sets
@@ -174,6 +204,7 @@ def main() -> None:
     ap.add_argument("--source", type=Path, required=True, help="folder with BlinksTest_30_Fold*.npy")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_blinks"))
     ap.add_argument("--variants", nargs="+", default=["majority", "stats_lr", "stats_gbm", "gru", "fcn"])
+    ap.add_argument("--window", type=int, default=30, help="blinks per window (30: the paper's windows)")
     ap.add_argument("--set", action="append", default=[], help="override for every variant: key=value")
     args = ap.parse_args()
 
@@ -182,11 +213,13 @@ def main() -> None:
     from pipeline.core.config import parse_params
     from pipeline.core.runtime import bounded_heap
     from pipeline.evaluation.intervals import paired_difference
+    from pipeline.modeling import numerics
     from pipeline.stages import train
 
     bounded_heap()
+    numerics.pin(1)  # as the train stage does: the same bytes on any x86-64 CPU
     windows = args.out / "windows"
-    convert(args.source.expanduser(), windows)
+    convert(args.source.expanduser(), windows, args.window)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     common = dict(parse_variant("majority:" + ",".join(args.set))[2])
     results: dict[str, dict] = {}

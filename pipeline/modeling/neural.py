@@ -165,7 +165,9 @@ class NeuralClassifier(Classifier):
             return self.module(torch.tensor(x)).numpy()
 
     def attention(self, x: np.ndarray) -> np.ndarray:
-        body = getattr(self.module, "body", self.module)  # inside WithDerivatives
+        from pipeline.modeling.zoo import ExtraChannels
+
+        body = self.module.body if isinstance(self.module, ExtraChannels) else self.module
         if "return_attention" not in inspect.signature(body.forward).parameters:
             return super().attention(x)
         with torch.no_grad():

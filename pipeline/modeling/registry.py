@@ -61,8 +61,9 @@ class ModelSpec:
 TUNE_KEY = "tune"
 
 # Hyper-parameters of every network, applied around its builder's module (pipeline/modeling/zoo.py):
-# derivatives: each feature's step-to-step change as an extra input channel (WithDerivatives).
-NEURAL_HPARAMS: dict[str, Any] = {"derivatives": False}
+# derivatives: each feature's step-to-step change as extra input channels; scales: moving mean and
+# standard deviation of each feature over these numbers of steps as extra channels (ExtraChannels).
+NEURAL_HPARAMS: dict[str, Any] = {"derivatives": False, "scales": []}
 
 
 _ZOO = "pipeline.modeling.zoo"
@@ -152,6 +153,21 @@ def check(params: Params, only: str | None = None) -> None:
             raise ConfigError(
                 f"params key 'hparams.{name}.derivatives' must be true or false, got {hp['derivatives']!r}"
             )
+        options = [hp["scales"]] if "scales" in hp else []
+        options += list(hp.get(TUNE_KEY, {}).get("scales", []))  # the grid's values (a mapping of lists)
+        for scales in options:
+            _check_scales(name, scales)
+
+
+def _check_scales(name: str, scales: Any) -> None:
+    """``hparams.<name>.scales``: a list of moving-window lengths (steps), each at least 2."""
+    if not isinstance(scales, list) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in scales
+    ):
+        raise ConfigError(
+            f"params key 'hparams.{name}.scales' must be a list of window lengths in steps, each at least 2 "
+            f"(e.g. [5, 15]; [] for none), got {scales!r}"
+        )
 
 
 def _check_grid(name: str, grid: Any, accepted: dict[str, Any]) -> None:
@@ -183,10 +199,13 @@ def create(
         torch.manual_seed(seed)
         own = {k: v for k, v in hparams.items() if k not in NEURAL_HPARAMS}
         common = {**NEURAL_HPARAMS, **{k: v for k, v in hparams.items() if k in NEURAL_HPARAMS}}
-        if common["derivatives"]:
-            from pipeline.modeling.zoo import WithDerivatives
+        derivatives, scales = common["derivatives"], tuple(common["scales"])
+        if derivatives or scales:
+            from pipeline.modeling.zoo import ExtraChannels
 
-            module = WithDerivatives(spec.load_builder()(2 * n_features, n_classes, window, **own))
+            channels = ExtraChannels.channels(n_features, derivatives, scales)
+            body = spec.load_builder()(channels, n_classes, window, **own)
+            module = ExtraChannels(body, window, derivatives, scales)
         else:
             module = spec.load_builder()(n_features, n_classes, window, **own)
         model: Classifier = NeuralClassifier(module)

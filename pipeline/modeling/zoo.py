@@ -379,25 +379,60 @@ def fcn(n_features: int, n_classes: int, window: int, channels: int = 128, dropo
     return FCN(n_features, n_classes, channels, dropout)
 
 
-class WithDerivatives(nn.Module):
-    """Any network of the zoo fed each feature AND its step-to-step change (``hparams.<model>.derivatives``):
-    (N, T, F) -> ``body`` on (N, T, 2F), the change of the first step 0. The windows arrive z-scored,
-    so the changes are in units of each feature's spread: a head turning, the lids closing, a hand
-    rising show as a pulse whatever the driver's resting pose. Inside the model, so predict, monitor
-    and export apply it too."""
+def moving_average(window: int, k: int) -> torch.Tensor:
+    """(window, window) matrix of a centred moving average over ``k`` steps (shifted inward at the edges)."""
+    a = torch.zeros(window, window)
+    for t in range(window):
+        lo = max(0, t - (k - 1) // 2)
+        hi = min(window, lo + k)
+        lo = max(0, hi - k)
+        a[t, lo:hi] = 1.0 / (hi - lo)
+    return a
 
-    def __init__(self, body: nn.Module) -> None:
+
+class ExtraChannels(nn.Module):
+    """Any network of the zoo fed extra channels computed from its window (``hparams.<model>``):
+
+    * ``derivatives``: each feature's step-to-step change (the first step's 0). The windows arrive
+      z-scored, so a change is in units of the feature's spread: a head turning, the lids closing,
+      a hand rising show as a pulse whatever the driver's resting pose;
+    * ``scales: [k, ...]``: each feature's moving mean and moving standard deviation over ``k`` steps
+      (centred): the level and the unsteadiness of a signal at the time scales given, e.g. a blink
+      rate drifting up over half a window, which a network otherwise has to learn to average out.
+
+    (N, T, F) -> ``body`` on (N, T, F * (1 + derivatives + 2 * len(scales))). Inside the model, so
+    predict, monitor and export apply it too; the averaging matrices are fixed, not weights."""
+
+    def __init__(self, body: nn.Module, window: int, derivatives: bool = False, scales: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.body = body
+        self.derivatives = derivatives
+        self.scales = tuple(scales)
+        mats = torch.stack([moving_average(window, k) for k in self.scales]) if self.scales else torch.zeros(0)
+        self.register_buffer("averages", mats, persistent=False)
 
     @staticmethod
-    def inputs(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+    def channels(n_features: int, derivatives: bool, scales: tuple[int, ...]) -> int:
+        return n_features * (1 + int(derivatives) + 2 * len(scales))
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x]
+        if self.derivatives:
+            parts.append(torch.diff(x, dim=1, prepend=x[:, :1]))
+        for i in range(len(self.scales)):  # a fixed count (traced export: no loop over a tensor)
+            a = self.averages[i]
+            mean = torch.matmul(a, x)
+            var = (torch.matmul(a, x * x) - mean * mean).clamp_min(0.0)
+            parts += [mean, (var + 1e-6).sqrt()]  # + 1e-6: a finite gradient where a signal is flat
+        return torch.cat(parts, dim=-1)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if return_attention:
             return self.body(self.inputs(x), return_attention=True)
         return self.body(self.inputs(x))
+
+    def extra_repr(self) -> str:
+        return f"derivatives={self.derivatives}, scales={list(self.scales)}"
 
 
 def n_parameters(model: nn.Module) -> int:
