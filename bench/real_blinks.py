@@ -55,8 +55,9 @@ def participants(labels: np.ndarray) -> np.ndarray:
 
 def sequences(x: np.ndarray, y: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
     """Each (participant, level) video's whole blink sequence, rebuilt from its windows (30 blinks,
-    stride 2: window i holds blinks 2i .. 2i + 29): [(participant, level, (L, 4))]. A video of fewer
-    than 30 blinks keeps its one window, its padding NaN."""
+    stride 2: window i holds blinks 2i .. 2i + 29; a last blink past the final stride is not in the
+    files): [(participant, level, (L, 4))]. A video of fewer than 30 blinks keeps its one window, its
+    padding NaN."""
     who = participants(y)
     out, start = [], 0
     for i in range(1, len(y) + 1):

@@ -10,7 +10,7 @@ from pipeline.contracts.predictions import read_oof
 from pipeline.contracts.windows import read_windows
 from pipeline.core.config import parse_params
 from pipeline.core.errors import ConfigError
-from pipeline.modeling import registry
+from pipeline.modeling import registry, tuning
 from pipeline.modeling.base import macro_f1
 from pipeline.modeling.neural import epoch_order
 from pipeline.modeling.predictor import Predictor
@@ -71,6 +71,9 @@ def test_the_scale_channels_are_each_features_moving_mean_and_spread():
     for bad in ([1], "5", [2.5], 3):
         with pytest.raises(ConfigError, match=r"'hparams\.gru\.scales' must be a list of window lengths"):
             registry.check(parse_params({"train": {"models": ["gru"]}, "hparams": {"gru": {"scales": bad}}}))
+    grid = {"scales": [5], "tune": {"scales": [[], [3, 8]]}}  # a tunable choice: none or two scales
+    registry.check(parse_params({"train": {"models": ["gru"]}, "hparams": {"gru": grid}}))
+    assert [c["scales"] for c in tuning.candidates(grid, 8, 0)] == [[], [3, 8]]
     with pytest.raises(ConfigError, match=r"'hparams\.gru\.scales' must be a list"):  # inside a tuning grid too
         registry.check(
             parse_params({"train": {"models": ["gru"]}, "hparams": {"gru": {"tune": {"scales": [[], [1]]}}}})
