@@ -14,8 +14,11 @@ What this does: writes the set in the project's windows format (``--out``/window
 recovered from the file order, see ``participants``; the zero padding of short videos becomes NaN,
 i.e. not observed), then trains each model / variant with the train stage's own code (params.yaml
 with the overrides given) and prints, per variant, the pooled out-of-fold macro-F1 with its 95 %
-interval (bootstrap over participants), the mean of the folds' macro-F1, accuracy, and the paired
-difference to ``stats_gbm`` (tie unless the interval excludes 0).
+interval (bootstrap over participants), the mean of the folds' macro-F1, accuracy, ``running``: the
+macro-F1 when each window's probabilities are averaged with those of every earlier window of its
+video (a post-hoc report's view; the label is one per video), and the paired difference to
+``stats_gbm`` (tie unless the interval excludes 0). ``--reuse`` scores variants already trained in
+``--out`` again without training them.
 
     python bench/real_blinks.py --source ~/Early-Drowsiness-Detection
     python bench/real_blinks.py --source DIR --variants stats_gbm gru gru+d:hparams.gru.derivatives=true
@@ -187,6 +190,7 @@ def score(models_dir: Path, name: str) -> dict:
     iv = subject_bootstrap(y, pred, index["subject"].astype(str).to_numpy(), classes)["macro_f1"]
     folds = index["fold"].to_numpy()
     per_fold = [macro_f1(y[folds == f], pred[folds == f], len(classes)) for f in sorted(set(folds))]
+    running = running_mean(proba, index).argmax(1)
     return {
         "pred": pred,
         "y": y,
@@ -197,7 +201,19 @@ def score(models_dir: Path, name: str) -> dict:
         "fold_mean": float(np.mean(per_fold)),
         "folds": per_fold,
         "acc": float((pred == y).mean()),
+        "running": macro_f1(y, running, len(classes)),
     }
+
+
+def running_mean(proba: np.ndarray, index) -> np.ndarray:
+    """Each window's probabilities averaged with those of every earlier window of its video (a
+    post-hoc report's "so far in this recording"; the label is one per video here)."""
+    out = np.empty_like(proba)
+    start = index["start_t"].to_numpy()
+    for rows in index.groupby("video", sort=False).indices.values():
+        rows = rows[np.argsort(start[rows], kind="stable")]
+        out[rows] = np.cumsum(proba[rows], axis=0) / np.arange(1, len(rows) + 1)[:, None]
+    return out
 
 
 def main() -> None:
@@ -206,6 +222,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_blinks"))
     ap.add_argument("--variants", nargs="+", default=["majority", "stats_lr", "stats_gbm", "gru", "fcn"])
     ap.add_argument("--window", type=int, default=30, help="blinks per window (30: the paper's windows)")
+    ap.add_argument("--reuse", action="store_true", help="score a variant already trained in --out again")
     ap.add_argument("--set", action="append", default=[], help="override for every variant: key=value")
     args = ap.parse_args()
 
@@ -231,7 +248,8 @@ def main() -> None:
         params = parse_params(raw)
         models_dir = args.out / "models" / label
         t0 = time.perf_counter()
-        train.run(params, model, windows, models_dir, args.out / "reports" / label)
+        if not (args.reuse and (models_dir / model / "oof.parquet").exists()):
+            train.run(params, model, windows, models_dir, args.out / "reports" / label)
         results[label] = score(models_dir, model) | {"seconds": time.perf_counter() - t0, "sets": sets}
         r = results[label]
         iv = f"{r['f1']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
@@ -241,11 +259,11 @@ def main() -> None:
     n_subjects = len(set(first["subjects"]))
     print(f"\nUTA-RLDD blinks: {len(first['y'])} windows, {n_subjects} participants, the paper's 5 folds")
     print(f"overrides for all: {common or 'none'}")
-    head = f"{'variant':<24} {'pooled macro-F1 [95% CI]':<26} {'fold mean':>9} {'accuracy':>8}"
+    head = f"{'variant':<24} {'pooled macro-F1 [95% CI]':<26} {'fold mean':>9} {'accuracy':>8} {'running':>7}"
     print(head + (f"  {'vs stats_gbm [95% CI]':<28}" if ref else "") + f" {'time':>6}")
     for label, r in results.items():
         iv = f"{r['f1']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
-        line = f"{label:<24} {iv:<26} {r['fold_mean']:>9.3f} {r['acc']:>8.3f}"
+        line = f"{label:<24} {iv:<26} {r['fold_mean']:>9.3f} {r['acc']:>8.3f} {r['running']:>7.3f}"
         if ref:
             d = paired_difference(r["y"], r["pred"], results[ref]["pred"], r["subjects"], len(CLASSES))
             verdict = "better" if d.lo > 0 else "worse" if d.hi < 0 else "tie"

@@ -89,3 +89,12 @@ def test_the_converted_set_trains_with_the_train_stage(paper_files, tmp_path):
     train.run(p, "stats_lr", tmp_path / "w", tmp_path / "models", tmp_path / "reports")
     y, proba, index, _ = read_oof(tmp_path / "models" / "stats_lr" / "oof.parquet")
     assert len(y) == len(index) and np.isfinite(proba).all()
+
+
+def test_the_running_mean_averages_each_window_with_the_earlier_ones_of_its_video():
+    import pandas as pd
+
+    index = pd.DataFrame({"video": ["a", "b", "a", "a"], "start_t": [2.0, 0.0, 0.0, 4.0]})
+    proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4], [0.1, 0.9]])
+    out = _bench().running_mean(proba, index)
+    np.testing.assert_allclose(out, [[0.4, 0.6], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
