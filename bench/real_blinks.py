@@ -202,6 +202,7 @@ def score(models_dir: Path, name: str) -> dict:
         "folds": per_fold,
         "acc": float((pred == y).mean()),
         "running": macro_f1(y, running, len(classes)),
+        "running_pred": running,
     }
 
 
@@ -260,7 +261,7 @@ def main() -> None:
     print(f"\nUTA-RLDD blinks: {len(first['y'])} windows, {n_subjects} participants, the paper's 5 folds")
     print(f"overrides for all: {common or 'none'}")
     head = f"{'variant':<24} {'pooled macro-F1 [95% CI]':<26} {'fold mean':>9} {'accuracy':>8} {'running':>7}"
-    print(head + (f"  {'vs stats_gbm [95% CI]':<28}" if ref else "") + f" {'time':>6}")
+    print(head + (f"  {'vs stats_gbm [95% CI]':<28}  {'running vs stats_gbm':<28}" if ref else "") + f" {'time':>6}")
     for label, r in results.items():
         iv = f"{r['f1']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
         line = f"{label:<24} {iv:<26} {r['fold_mean']:>9.3f} {r['acc']:>8.3f} {r['running']:>7.3f}"
@@ -269,6 +270,10 @@ def main() -> None:
             verdict = "better" if d.lo > 0 else "worse" if d.hi < 0 else "tie"
             diff = f"{d.point:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] {verdict}"
             line += f"  {diff if label != ref else '(reference)':<28}"
+            d = paired_difference(r["y"], r["running_pred"], results[ref]["running_pred"], r["subjects"], len(CLASSES))
+            verdict = "better" if d.lo > 0 else "worse" if d.hi < 0 else "tie"
+            diff = f"{d.point:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] {verdict}"
+            line += f"  {diff if label != ref else '':<28}"
         print(line + f" {r['seconds']:>5.0f}s")
 
 
