@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flows.serve")
 DEPLOYMENT = "driver-pipeline"
+TRIGGER = "raw data or params changed"  # the name of the deployment's trigger, and of its automation
 
 
 def api_url(port: int) -> str:
@@ -85,7 +86,7 @@ def deployment_trigger(root: Path):
     from prefect.events import DeploymentEventTrigger
 
     return DeploymentEventTrigger(
-        name="raw data or params changed",
+        name=TRIGGER,
         expect={EVENT},
         match={"prefect.resource.id": workspace_resource(root)["prefect.resource.id"]},
         parameters={"workspace": str(root), "reason": "{{ event.payload.reason }}"},
@@ -157,13 +158,20 @@ def serve_inbox_deployment(root: Path) -> None:
     score_inbox.serve(**kwargs, global_limit=limit, limit=1)
 
 
+def _triggers(client) -> list:
+    """The server's automations made from a trigger of this name (any workspace's)."""
+    from prefect.events.filters import AutomationFilter, AutomationFilterName
+
+    return client.read_automations(automations=AutomationFilter(name=AutomationFilterName(any_=[TRIGGER])))
+
+
 def automation_ids(url: str) -> set:
-    """Ids of every automation the server holds (before the deployment replaces its own)."""
+    """Ids of the change-trigger automations the server holds (before the deployment replaces its own)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
-        return {a.id for a in client.read_automations()}
+        return {a.id for a in _triggers(client)}
 
 
 def wait_for_trigger(url: str, root: Path, known: set, deployment: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -178,7 +186,7 @@ def wait_for_trigger(url: str, root: Path, known: set, deployment: subprocess.Po
         while time.monotonic() < deadline:
             if deployment.poll() is not None:
                 raise RuntimeError(f"the deployment process exited with {deployment.returncode}; stopping the rest")
-            for a in client.read_automations():
+            for a in _triggers(client):
                 if a.id not in known and resource in str(getattr(a.trigger, "match", "")):
                     time.sleep(1.0)  # the server loads a new automation into its trigger cache just after commit
                     log.info("deployment %s and its change trigger are ready", DEPLOYMENT)
