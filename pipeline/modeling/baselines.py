@@ -253,8 +253,8 @@ class MiniRocket(Classifier):
 
     Stored as JSON: the transform's fitted parameters (dilations, channel choices, biases), the
     feature scaling and the ridge weights. The transform is sktime's numba kernel; numba compiles
-    it for a generic x86-64 target (``NUMBA_CPU_NAME=generic``, set with the pinned numerics), so
-    its ``fastmath`` code is the same on every CPU.
+    it for one fixed target, AVX2 + FMA (``NUMBA_CPU_NAME=haswell``, pipeline/core/cpu.py), so its
+    ``fastmath`` code is the same on every CPU that has them.
     """
 
     weights_file = "baseline.json"

@@ -98,6 +98,20 @@ def numba_ops(ops: dict[str, str]) -> None:
     a, b = rng.normal(size=10001).astype(np.float32), rng.normal(size=10001).astype(np.float32)
     ops["numba.fastmath_dot"] = _h(np.array([dot_fast(a, b)]))
 
+    from pipeline.modeling import kernels
+
+    @njit(cache=False)
+    def activations(x):
+        one = x.dtype.type(1)
+        out = np.empty((3, x.shape[0]), x.dtype)
+        for i in range(x.shape[0]):
+            out[0, i], out[1, i], out[2, i] = kernels.exp(x[i]), kernels.sigmoid(x[i], one), kernels.tanh(x[i], one)
+        return out
+
+    x = np.concatenate([rng.normal(scale=4.0, size=4000), np.linspace(-120, 120, 1001), [-np.inf, np.inf, 0.0]])
+    for dt in (np.float32, np.float64):
+        ops[f"kernels.exp_sigmoid_tanh.{np.dtype(dt).name}"] = _h(activations(x.astype(dt)))
+
 
 def torch_ops(ops: dict[str, str]) -> None:
     import torch

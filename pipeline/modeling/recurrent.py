@@ -23,179 +23,45 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.modeling import kernels
+
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-# --- numpy kernels --------------------------------------------------------------------------------
-# Layout: (T, D, G, B), steps x directions x gate rows x batch, the reverse direction already flipped
-# in time. A step's product is W_hh (D, G, H) @ h (D, H, B); a step's arrays are contiguous blocks.
-# Activations come from numpy's own exp (its AVX2 loop on every such CPU; numpy's tanh would call
-# the C library, whose tanhf differs between glibc versions and is 4x slower here):
-# sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1. The factors -1 and -2 are folded into
-# the weights of each gate's rows (scaling by powers of two is exact).
-def _sigmoid_of_neg(a: np.ndarray) -> None:
-    """a holds -x; becomes sigmoid(x), in place."""
-    np.exp(a, out=a)
-    a += 1
-    np.reciprocal(a, out=a)
+def _forward(cell: str, xw: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> dict:
+    """Every step of a layer (pipeline/modeling/kernels.py). xw: (T, D, G, B) input projections plus
+    the biases (GRU: the input bias only); w_hh: (D, G, H). Returns what back-propagation needs;
+    the states ``hs`` (T+1, D, H, B) start with the zero initial state."""
+    t_len, d, _, b = xw.shape
+    h = w_hh.shape[-1]
+    st = {"hs": np.zeros((t_len + 1, d, h, b), xw.dtype)}
+    if cell == "lstm":
+        st["cs"], st["acts"] = np.zeros_like(st["hs"]), np.empty_like(xw)
+        st["tc"] = np.empty((t_len, d, h, b), xw.dtype)
+        kernels.lstm_forward(xw, w_hh, st["hs"], st["cs"], st["acts"], st["tc"])
+    elif cell == "gru":
+        st["acts"], st["ghn"] = np.empty_like(xw), np.empty((t_len, d, h, b), xw.dtype)
+        kernels.gru_forward(xw, w_hh, b_hh, st["hs"], st["acts"], st["ghn"])
+    else:
+        kernels.rnn_forward(xw, w_hh, st["hs"])
+    return st
 
 
-def _tanh(a: np.ndarray) -> None:
-    """a becomes tanh(a), in place."""
-    a *= -2
-    _sigmoid_of_neg(a)
-    a *= 2
-    a -= 1
-
-
-def _fold(cell: str, hidden: int, dtype) -> np.ndarray:
-    """Per gate row (a column): -1 for sigmoid gates, -2 for tanh gates (see above)."""
-    sig = {"lstm": (1, 1, 0, 1), "gru": (1, 1, 0), "rnn": (0,)}[cell]
-    return np.repeat(np.where(np.array(sig) == 1, -1.0, -2.0), hidden).astype(dtype)[:, None]
-
-
-def lstm_forward(xw: np.ndarray, w_hh: np.ndarray) -> dict:
-    """xw: (T, D, 4H, B) input projections plus both biases; w_hh: (D, 4H, H). Gates i, f, g, o."""
-    t_len, d, g4, b = xw.shape
-    h = g4 // 4
-    fold = _fold("lstm", h, xw.dtype)
-    xw, w = xw * fold, w_hh * fold
-    hs = np.zeros((t_len + 1, d, h, b), xw.dtype)  # hs[s]: the state before step s
-    cs = np.zeros((t_len + 1, d, h, b), xw.dtype)
-    acts = np.empty((t_len, d, g4, b), xw.dtype)  # the gates after their activations
-    tc = np.empty((t_len, d, h, b), xw.dtype)  # tanh(c)
-    ig = np.empty((d, h, b), xw.dtype)
-    with np.errstate(over="ignore"):  # exp(large) = inf gives sigmoid 0, as it should
-        for s in range(t_len):
-            a = acts[s]
-            np.matmul(w, hs[s], out=a)
-            a += xw[s]
-            _sigmoid_of_neg(a)
-            g = a[:, 2 * h : 3 * h]
-            g *= 2
-            g -= 1
-            np.multiply(a[:, h : 2 * h], cs[s], out=cs[s + 1])  # f * c
-            np.multiply(a[:, :h], g, out=ig)  # i * g
-            cs[s + 1] += ig
-            tc[s] = cs[s + 1]
-            _tanh(tc[s])
-            np.multiply(a[:, 3 * h :], tc[s], out=hs[s + 1])
-    return {"hs": hs, "cs": cs, "acts": acts, "tc": tc}
-
-
-def lstm_backward(st: dict, w_hh_t: np.ndarray, dh_out: np.ndarray, dh_n: np.ndarray, dc_n: np.ndarray) -> np.ndarray:
-    """d pre-activations (T, D, 4H, B) from the gradients of the outputs (T, D, H, B) and of the final
-    states (D, H, B); w_hh_t: (D, H, 4H)."""
-    acts, tc, cs = st["acts"], st["tc"], st["cs"]
-    t_len, d, g4, b = acts.shape
-    h = g4 // 4
-    i, f, g, o = (acts[:, :, k * h : (k + 1) * h] for k in range(4))
-    k = np.empty((t_len, d, 4, h, b), acts.dtype)  # d pre-activation = dc (i, f, g) or dh (o) times k
-    k[:, :, 0] = g * i * (1 - i)
-    k[:, :, 1] = cs[:-1] * f * (1 - f)
-    k[:, :, 2] = i * (1 - g * g)
-    k[:, :, 3] = tc * o * (1 - o)
-    oc = o * (1 - tc * tc)  # dc/dh through h = o * tanh(c)
-    dg = np.empty((t_len, d, 4, h, b), acts.dtype)
-    dh, dc = dh_n.copy(), dc_n.copy()
-    tmp = np.empty_like(dh)
-    for s in range(t_len - 1, -1, -1):
-        dh += dh_out[s]
-        np.multiply(dh, oc[s], out=tmp)
-        dc += tmp
-        np.multiply(dc[:, None], k[s, :, :3], out=dg[s, :, :3])
-        np.multiply(dh, k[s, :, 3], out=dg[s, :, 3])
-        dc *= f[s]
-        np.matmul(w_hh_t, dg[s].reshape(d, g4, b), out=dh)
-    return dg.reshape(t_len, d, g4, b)
-
-
-def gru_forward(xw: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> dict:
-    """xw: (T, D, 3H, B) input projections plus the input bias; w_hh: (D, 3H, H); b_hh: (D, 3H).
-    Gates r, z, n: n = tanh(xw_n + r * (W_hn h + b_hn)), h' = n + z * (h - n)."""
-    t_len, d, g3, b = xw.shape
-    h = g3 // 3
-    fold = _fold("gru", h, xw.dtype)
-    xw = xw * fold
-    w, bias = w_hh * fold, b_hh[:, :, None] * fold
-    hs = np.zeros((t_len + 1, d, h, b), xw.dtype)
-    acts = np.empty((t_len, d, g3, b), xw.dtype)  # r, z, n after their activations
-    ghn = np.empty((t_len, d, h, b), xw.dtype)  # -2 (W_hn h + b_hn)
-    gh = np.empty((d, g3, b), xw.dtype)
-    with np.errstate(over="ignore"):
-        for s in range(t_len):
-            a = acts[s]
-            rz, n = a[:, : 2 * h], a[:, 2 * h :]
-            np.matmul(w, hs[s], out=gh)
-            gh += bias
-            np.add(xw[s, :, : 2 * h], gh[:, : 2 * h], out=rz)
-            _sigmoid_of_neg(rz)
-            ghn[s] = gh[:, 2 * h :]
-            np.multiply(a[:, :h], ghn[s], out=n)
-            n += xw[s, :, 2 * h :]
-            _sigmoid_of_neg(n)  # n held -2x: now sigmoid(2x)
-            n *= 2
-            n -= 1
-            np.subtract(hs[s], n, out=hs[s + 1])
-            hs[s + 1] *= a[:, h : 2 * h]
-            hs[s + 1] += n
-    ghn *= -0.5
-    return {"hs": hs, "acts": acts, "ghn": ghn}
-
-
-def gru_backward(st: dict, w_hh_t: np.ndarray, dh_out: np.ndarray, dh_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d input projections, d hidden projections), each (T, D, 3H, B)."""
-    acts, hs, ghn = st["acts"], st["hs"], st["ghn"]
-    t_len, d, g3, b = acts.shape
-    h = g3 // 3
-    r, z, n = (acts[:, :, k * h : (k + 1) * h] for k in range(3))
-    kn = (1 - z) * (1 - n * n)
-    kz = (hs[:-1] - n) * z * (1 - z)
-    kr = ghn * r * (1 - r)
-    dgi = np.empty((t_len, d, g3, b), acts.dtype)
-    dgh = np.empty((t_len, d, g3, b), acts.dtype)
-    dh = dh_n.copy()
-    mm = np.empty_like(dh)
-    for s in range(t_len - 1, -1, -1):
-        dh += dh_out[s]
-        gi, gh = dgi[s], dgh[s]
-        np.multiply(dh, kn[s], out=gi[:, 2 * h :])
-        np.multiply(dh, kz[s], out=gi[:, h : 2 * h])
-        np.multiply(gi[:, 2 * h :], kr[s], out=gi[:, :h])
-        gh[:, : 2 * h] = gi[:, : 2 * h]
-        np.multiply(gi[:, 2 * h :], r[s], out=gh[:, 2 * h :])
-        np.matmul(w_hh_t, gh, out=mm)
-        dh *= z[s]
-        dh += mm
-    return dgi, dgh
-
-
-def rnn_forward(xw: np.ndarray, w_hh: np.ndarray) -> dict:
-    """xw: (T, D, H, B) input projections plus both biases; h' = tanh(xw + W_hh h)."""
-    t_len, d, h, b = xw.shape
-    xw, w = xw * -2, w_hh * -2
-    hs = np.zeros((t_len + 1, d, h, b), xw.dtype)
-    with np.errstate(over="ignore"):
-        for s in range(t_len):
-            out = hs[s + 1]
-            np.matmul(w, hs[s], out=out)
-            out += xw[s]
-            _sigmoid_of_neg(out)
-            out *= 2
-            out -= 1
-    return {"hs": hs}
-
-
-def rnn_backward(st: dict, w_hh_t: np.ndarray, dh_out: np.ndarray, dh_n: np.ndarray) -> np.ndarray:
-    hs = st["hs"]
-    k = 1 - hs[1:] * hs[1:]
-    dg = np.empty_like(k)
-    dh = dh_n.copy()
-    for s in range(len(k) - 1, -1, -1):
-        dh += dh_out[s]
-        np.multiply(dh, k[s], out=dg[s])
-        np.matmul(w_hh_t, dg[s], out=dh)
-    return dg
+def _backward(cell: str, st: dict, w_hh: np.ndarray, dh_out: np.ndarray, dh_n: np.ndarray, dc_n) -> tuple:
+    """(d input projections, d hidden projections), each (T, D, G, B), from the gradients of the
+    outputs (T, D, H, B) and of the final states (D, H, B, new arrays: overwritten); one array for
+    both but in the GRU."""
+    if cell == "lstm":
+        dg = np.empty_like(st["acts"])
+        kernels.lstm_backward(w_hh, st["acts"], st["cs"], st["tc"], dh_out, dh_n, dc_n, dg)
+        return dg, dg
+    if cell == "gru":
+        dgi, dgh = np.empty_like(st["acts"]), np.empty_like(st["acts"])
+        kernels.gru_backward(w_hh, st["acts"], st["hs"], st["ghn"], dh_out, dh_n, dgi, dgh)
+        return dgi, dgh
+    dg = np.empty_like(dh_out)
+    kernels.rnn_backward(w_hh, st["hs"], dh_out, dh_n, dg)
+    return dg, dg
 
 
 def _steps(y: np.ndarray, directions: int) -> np.ndarray:
@@ -217,8 +83,8 @@ def _rows(y: np.ndarray) -> np.ndarray:
 
 
 def _final(y: np.ndarray) -> np.ndarray:
-    """(D, K, B) <-> (D, B, K)."""
-    return np.ascontiguousarray(y.transpose(0, 2, 1))
+    """(D, K, B) <-> (D, B, K), always a new array (the backward kernels overwrite theirs)."""
+    return np.array(y.transpose(0, 2, 1), order="C")
 
 
 class _Recurrence(torch.autograd.Function):
@@ -233,10 +99,7 @@ class _Recurrence(torch.autograd.Function):
         if cell != "gru":
             xw += bh[:, :, None]
         xw = np.ascontiguousarray(xw.reshape(d, -1, t_len, b).transpose(2, 0, 1, 3))  # (T, D, G, B)
-        if cell == "gru":
-            st = gru_forward(xw, wh, bh)
-        else:
-            st = lstm_forward(xw, wh) if cell == "lstm" else rnn_forward(xw, wh)
+        st = _forward(cell, xw, wh, bh)
         ctx.cell, ctx.state, ctx.xd, ctx.w = cell, st, xd, (wi, wh)
         hs = st["hs"]
         outs = [torch.from_numpy(_batch_first(hs[1:])), torch.from_numpy(_final(hs[-1]))]
@@ -252,13 +115,8 @@ class _Recurrence(torch.autograd.Function):
         dh_out = _steps(dy[..., :h], 1)
         if d == 2:
             dh_out = np.concatenate([dh_out, _steps(dy[..., h:], 2)[:, 1:]], axis=1)
-        wh_t = _final(wh)
-        if ctx.cell == "lstm":
-            dgi = dgh = lstm_backward(st, wh_t, dh_out, _final(d_hn.numpy()), _final(d_cn.numpy()))
-        elif ctx.cell == "gru":
-            dgi, dgh = gru_backward(st, wh_t, dh_out, _final(d_hn.numpy()))
-        else:
-            dgi = dgh = rnn_backward(st, wh_t, dh_out, _final(d_hn.numpy()))
+        dc_n = _final(d_cn.numpy()) if ctx.cell == "lstm" else None
+        dgi, dgh = _backward(ctx.cell, st, wh, np.ascontiguousarray(dh_out), _final(d_hn.numpy()), dc_n)
         gi = _rows(dgi)  # (D, G, T*B)
         gh = gi if dgh is dgi else _rows(dgh)
         b, t_len = dy.shape[:2]
