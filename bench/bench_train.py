@@ -10,7 +10,8 @@
    architectures built from torch's own modules (nn.LSTM/nn.GRU on oneDNN, nn.Dropout, nn.Conv1d,
    nn.TransformerEncoderLayer) with every library picking its kernels for this CPU.
 
-Same data shape as the default demo (480 train / 160 val windows of 90 x 12).
+Same data shape as the default demo (480 train / 160 val windows of 90 x 12), models as params.yaml
+configures them.
 
     python bench/bench_train.py [model ...]
 """
@@ -43,6 +44,14 @@ ROUNDS = 3
 MODELS = ("gru", "bilstm_attn", "transformer", "cnn_lstm", "fcn")  # the default neural models
 
 
+def hparams(name: str) -> dict:
+    """The model as the pipeline trains it: params.yaml's ``hparams.<name>`` (the builders' own defaults
+    are larger; figures before 2026-12-03 used those)."""
+    import yaml
+
+    return dict(yaml.safe_load((ROOT / "params.yaml").read_text())["hparams"].get(name) or {})
+
+
 def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
     return {
@@ -61,7 +70,7 @@ def loop_overhead(name: str) -> None:
     cfg = dataclasses.replace(TrainParams(), epochs=EPOCHS, patience=EPOCHS)
 
     def bare() -> float:
-        model = registry.create(name, F, C, T, {}, seed=0).module
+        model = registry.create(name, F, C, T, hparams(name), seed=0).module
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         loss_fn = torch.nn.CrossEntropyLoss()
         x, y = torch.tensor(d["train"][0]), torch.tensor(d["train"][1])
@@ -77,7 +86,7 @@ def loop_overhead(name: str) -> None:
         return (time.perf_counter() - t0) / EPOCHS
 
     def stage() -> float:
-        model = registry.create(name, F, C, T, {}, seed=0)
+        model = registry.create(name, F, C, T, hparams(name), seed=0)
         t0 = time.perf_counter()
         model.fit(d["train"], d["val"], C, cfg)
         return (time.perf_counter() - t0) / EPOCHS
@@ -105,10 +114,10 @@ def child(mode: str, models: list[str]) -> None:
     for name in models:
         # one short fit first: imports done on first use (sklearn by the metrics, torch._dynamo by the
         # optimiser: ~5 s of CPU) and first-call set-up are not training steps, on either side
-        registry.create(name, F, C, T, {}, seed=0).fit(
+        registry.create(name, F, C, T, hparams(name), seed=0).fit(
             warm["train"], warm["val"], C, dataclasses.replace(cfg, epochs=1)
         )
-        model = registry.create(name, F, C, T, {}, seed=0)
+        model = registry.create(name, F, C, T, hparams(name), seed=0)
         t0 = time.process_time()
         model.fit(d["train"], d["val"], C, cfg)
         out[name] = (time.process_time() - t0) / EPOCHS
@@ -155,7 +164,10 @@ def numerics_cost(models: list[str]) -> None:
     rounds = [(run("default"), run("pinned")) for _ in range(ROUNDS)]  # interleaved: drift hits both
     default = {m: min(r[0][m] for r in rounds) for m in models}
     pinned = {m: min(r[1][m] for r in rounds) for m in models}
-    print(f"CPU: {cpu_model()} (CPU time per epoch, 1 thread, best of {ROUNDS} interleaved rounds)")
+    print(
+        f"CPU: {cpu_model()} (CPU time per epoch, 1 thread, best of {ROUNDS} interleaved rounds, "
+        "hparams from params.yaml)"
+    )
     for m in models:
         print(
             f"numerics ({m}): default {default[m]:.2f} s/epoch | pinned {pinned[m]:.2f} s/epoch | "

@@ -8,7 +8,9 @@
 2. What cannot be seen from one CPU: vendor checks. The zoo uses no torch module that draws its own
    dropout masks (ATen's ``bernoulli_`` takes MKL's generator on Intel only).
 3. Another CPU simulated on this one with the variables that make MKL, oneDNN and ATen pick other
-   kernels: the real train/evaluate CLI gives the same bytes."""
+   kernels: the real train/evaluate CLI gives the same bytes.
+4. The compiled recurrent kernels (pipeline/modeling/kernels.py) compiled for other CPUs (baseline
+   x86-64 without vector FMA, AMD Zen 3, AVX-512) give the bytes of the pinned target."""
 
 from __future__ import annotations
 
@@ -69,6 +71,62 @@ import hashlib, numpy as np
 x = np.random.default_rng(0).normal(size=(4000, 8))
 print(hashlib.sha1(np.arctan2(x[:, 0], x[:, 1]).tobytes() + np.exp(x).tobytes() + (x.T @ x).tobytes()).hexdigest())
 """
+
+
+KERNELS = """
+import os, sys, hashlib
+import pipeline  # the pinned variables; the target under test replaces numba's
+os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CACHE_DIR"] = sys.argv[1], sys.argv[2]
+import numpy as np
+from pipeline.modeling import kernels as K
+import numba
+assert numba.config.CPU_NAME == sys.argv[1]
+h = hashlib.sha1()
+for dt in (np.float32,):  # what training runs (float64 compiles as long again)
+    rng = np.random.default_rng(0)
+    r = lambda *s: rng.normal(size=s).astype(dt)  # noqa: E731
+    t, d, hid, b = 13, 2, 9, 5
+    for cell, g in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+        xw, w, dh_out = r(t, d, g * hid, b), r(d, g * hid, hid) * dt(0.5), r(t, d, hid, b)
+        hs, acts, more = np.zeros((t + 1, d, hid, b), dt), np.zeros_like(xw), np.zeros((t + 1, d, hid, b), dt)
+        tc, dg, dg2 = np.zeros((t, d, hid, b), dt), np.zeros_like(xw), np.zeros_like(xw)
+        dh, dc = r(d, hid, b), r(d, hid, b)
+        if cell == "lstm":
+            K.lstm_forward(xw, w, hs, more, acts, tc)
+            K.lstm_backward(w, acts, more, tc, dh_out, dh, dc, dg)
+        elif cell == "gru":
+            K.gru_forward(xw, w, r(d, g * hid), hs, acts, tc)
+            K.gru_backward(w, acts, hs, tc, dh_out, dh, dg, dg2)
+        else:
+            K.rnn_forward(xw, w, hs)
+            K.rnn_backward(w, hs, dh_out, dh, dg)
+        for a in (hs, acts, more, tc, dg, dg2, dh, dc):
+            h.update(a.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_recurrent_kernels_give_the_same_bytes_compiled_for_other_cpus(tmp_path):
+    """numba compiles the recurrent kernels for one fixed target (AVX2 + FMA) on every machine; the code
+    itself must not depend on it: compiled for baseline x86-64 (no vector FMA: llvm.fma becomes the C
+    library's correctly rounded fmaf), for AMD Zen 3 and for AVX-512 (other vector widths), the bytes
+    of every state and gradient are those of the pinned target. A change that lets the compiler
+    reorder a sum or contract a product (fastmath, a library exp) fails here."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if PROCESS_ENV["NUMBA_CPU_NAME"] != "haswell":
+        pytest.skip("this CPU has no AVX2/FMA: the pinned target cannot run here")
+    targets = ["generic", "znver3"] + (["skylake-avx512"] if "avx512f" in flags else [])
+
+    def run(target: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        res = subprocess.run(
+            [sys.executable, "-c", KERNELS, target, str(tmp_path / target)], env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout.strip()
+
+    pinned = run("haswell")
+    assert {t: run(t) for t in targets} == {t: pinned for t in targets}
 
 
 def test_numpy_and_openblas_are_pinned_at_import_and_the_pin_matters():
