@@ -120,16 +120,18 @@ class _Recurrence(torch.autograd.Function):
         gi = _rows(dgi)  # (D, G, T*B)
         gh = gi if dgh is dgi else _rows(dgh)
         b, t_len = dy.shape[:2]
-        dx = np.matmul(wi.transpose(0, 2, 1), gi).reshape(d, -1, t_len, b)  # (D, F, T, B)
-        dx = dx[0] + dx[1][:, ::-1] if d == 2 else dx[0]
+        dx = None
+        if ctx.needs_input_grad[1]:  # not for a first layer: the windows need no gradient
+            dx = np.matmul(wi.transpose(0, 2, 1), gi).reshape(d, -1, t_len, b)  # (D, F, T, B)
+            dx = (dx[0] + dx[1][:, ::-1] if d == 2 else dx[0]).transpose(2, 1, 0)
         grads = (
-            dx.transpose(2, 1, 0),
+            dx,
             np.matmul(gi, xd.transpose(0, 2, 1)),
             np.matmul(gh, _rows(st["hs"][:-1]).transpose(0, 2, 1)),
             gi.sum(axis=2),
             gh.sum(axis=2),
         )
-        return (None, *(torch.from_numpy(np.ascontiguousarray(g)) for g in grads))
+        return (None, *(None if g is None else torch.from_numpy(np.ascontiguousarray(g)) for g in grads))
 
 
 class Recurrent(nn.Module):

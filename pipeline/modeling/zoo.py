@@ -9,6 +9,7 @@ at start-up (pipeline/modeling/registry.py names the builders; this module impor
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,19 +57,69 @@ class AdditiveAttention(nn.Module):
         return context, weights
 
 
+class _Conv1dProduct(torch.autograd.Function):
+    """A 1-d convolution (stride 1) as one matrix product on the pinned OpenBLAS kernels, forward and
+    backward written out in numpy: the k shifted copies of the zero-padded input side by side
+    (B*T', k*C) times the kernel (k*C, out); back, the kernel's gradient is one product and the
+    input's is k slice additions into one buffer. Built on torch ops instead, autograd gave every
+    shifted slice a zero-filled gradient of the whole input and the output a transposed layout that
+    made batch norm and ReLU take slow paths: half of fcn's training step."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pad: tuple[int, int]):
+        xn = x.detach().numpy()
+        b, c, t = xn.shape
+        out, _, k = weight.shape
+        xt = np.zeros((b, t + pad[0] + pad[1], c), xn.dtype)  # (B, T + padding, C)
+        xt[:, pad[0] : pad[0] + t] = xn.transpose(0, 2, 1)
+        t_out = xt.shape[1] - k + 1
+        s0, s1, s2 = xt.strides
+        cols = np.lib.stride_tricks.as_strided(xt, (b, t_out, k, c), (s0, s1, s1, s2)).reshape(b * t_out, k * c)
+        w = np.ascontiguousarray(weight.detach().numpy().transpose(0, 2, 1)).reshape(out, k * c)  # shift-major
+        y = np.matmul(cols, w.T)  # (B*T', out)
+        if bias is not None:
+            y += bias.detach().numpy()
+        ctx.save = (cols, w, (b, t, c, k, t_out, pad), bias is not None)
+        return torch.from_numpy(np.ascontiguousarray(y.reshape(b, t_out, out).transpose(0, 2, 1)))
+
+    @staticmethod
+    def backward(ctx, dy):
+        cols, w, (b, t, c, k, t_out, pad), has_bias = ctx.save
+        out = w.shape[0]
+        dyt = np.ascontiguousarray(dy.detach().numpy().transpose(0, 2, 1)).reshape(b * t_out, out)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # not for a first layer: the windows need no gradient
+            dcols = np.matmul(dyt, w).reshape(b, t_out, k, c)
+            dxt = np.zeros((b, t_out + k - 1, c), dyt.dtype)
+            for j in range(k):
+                dxt[:, j : j + t_out] += dcols[:, :, j]
+            dx = torch.from_numpy(np.ascontiguousarray(dxt[:, pad[0] : pad[0] + t].transpose(0, 2, 1)))
+        if ctx.needs_input_grad[1]:
+            dw = np.matmul(dyt.T, cols).reshape(out, k, c).transpose(0, 2, 1)  # (out, C, k)
+            dw = torch.from_numpy(np.ascontiguousarray(dw))
+        if has_bias and ctx.needs_input_grad[2]:
+            db = torch.from_numpy(dyt.sum(axis=0))
+        return dx, dw, db, None
+
+
 class Conv1d(nn.Conv1d):
-    """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product: the k shifted copies
-    of the input side by side (B, T', k*C) times the kernel. A product runs on the pinned kernels
-    (pipeline/modeling/numerics.py), oneDNN's convolutions would not. Same parameters and result as
-    ``nn.Conv1d`` up to rounding; the backward pass is k slice additions (no ``unfold`` scatter)."""
+    """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product (:class:`_Conv1dProduct`):
+    the product runs on the pinned kernels (pipeline/modeling/numerics.py), oneDNN's convolutions
+    would not. Same parameters and result as ``nn.Conv1d`` up to rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (k,), (pad,) = self.kernel_size, self.padding
+        (p,) = self.padding
         if self.stride != (1,) or self.dilation != (1,) or self.groups != 1:
             raise ValueError("Conv1d supports stride 1, dilation 1, groups 1")
-        if pad:
-            x = nn.functional.pad(x, (pad, pad))
-        xt = x.transpose(1, 2)  # (B, T, C)
+        pad = (p, p)
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or x.device.type != "cpu":
+            return self.reference(x, pad)  # export, or a GPU: torch ops
+        return _Conv1dProduct.apply(x, self.weight, self.bias, pad)
+
+    def reference(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+        """The same convolution from torch ops (export, GPU, and the tests' reference)."""
+        k = self.kernel_size[0]
+        xt = nn.functional.pad(x, pad).transpose(1, 2)  # (B, T, C)
         t_out = xt.shape[1] - k + 1
         cols = torch.cat([xt[:, j : j + t_out] for j in range(k)], dim=2)  # (B, T', k*C), shift-major
         w = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # (out, k*C), same order
