@@ -15,16 +15,17 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch", [4, 1])  # one window: predict, monitor, latency
 @pytest.mark.parametrize(("kernel", "padding", "bias"), [(5, 2, True), (8, 0, False), (3, 1, False), (1, 0, True)])
-def test_same_values_and_gradients_as_torch(kernel, padding, bias, dtype):
+def test_same_values_and_gradients_as_torch(kernel, padding, bias, dtype, batch):
     torch.manual_seed(0)
     ours = Conv1d(6, 9, kernel, padding=padding, bias=bias).to(dtype)
     ref = torch.nn.Conv1d(6, 9, kernel, padding=padding, bias=bias).to(dtype)
     ref.load_state_dict(ours.state_dict())
-    x = torch.randn(4, 6, 17, dtype=dtype, requires_grad=True)
+    x = torch.randn(batch, 6, 17, dtype=dtype, requires_grad=True)
     y, y_ref = ours(x), ref(x)
     tol = TOL[dtype]
-    assert y.shape == y_ref.shape == (4, 9, 17 + 2 * padding - kernel + 1)
+    assert y.shape == y_ref.shape == (batch, 9, 17 + 2 * padding - kernel + 1)
     torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
     w = torch.arange(y.numel(), dtype=dtype).view_as(y).sin()  # every output weighted differently
     params = list(ours.parameters())

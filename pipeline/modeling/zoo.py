@@ -75,6 +75,7 @@ class _Conv1dProduct(torch.autograd.Function):
         t_out = xt.shape[1] - k + 1
         s0, s1, s2 = xt.strides
         cols = np.lib.stride_tricks.as_strided(xt, (b, t_out, k, c), (s0, s1, s1, s2)).reshape(b * t_out, k * c)
+        cols = np.ascontiguousarray(cols)  # for one window the reshape is a view of overlapping rows: not BLAS
         w = np.ascontiguousarray(weight.detach().numpy().transpose(0, 2, 1)).reshape(out, k * c)  # shift-major
         y = np.matmul(cols, w.T)  # (B*T', out)
         if bias is not None:
