@@ -9,8 +9,8 @@
    dropout masks (ATen's ``bernoulli_`` takes MKL's generator on Intel only).
 3. Another CPU simulated on this one with the variables that make MKL, oneDNN and ATen pick other
    kernels: the real train/evaluate CLI gives the same bytes.
-4. The compiled recurrent kernels (pipeline/modeling/kernels.py) compiled for other CPUs (baseline
-   x86-64 without vector FMA, AMD Zen 3, AVX-512) give the bytes of the pinned target."""
+4. The compiled recurrent kernels (pipeline/modeling/kernels.py) compiled for other CPUs (the
+   generic AVX2 level, AMD Zen 3, AVX-512) give the bytes of the pinned target."""
 
 from __future__ import annotations
 
@@ -108,14 +108,14 @@ print(h.hexdigest())
 
 def test_the_recurrent_kernels_give_the_same_bytes_compiled_for_other_cpus(tmp_path):
     """numba compiles the recurrent kernels for one fixed target (AVX2 + FMA) on every machine; the code
-    itself must not depend on it: compiled for baseline x86-64 (no vector FMA: llvm.fma becomes the C
-    library's correctly rounded fmaf), for AMD Zen 3 and for AVX-512 (other vector widths), the bytes
-    of every state and gradient are those of the pinned target. A change that lets the compiler
-    reorder a sum or contract a product (fastmath, a library exp) fails here."""
+    itself must not depend on it: compiled for the generic AVX2 level (x86-64-v3), for AMD Zen 3 and
+    for AVX-512 (another vector width), the bytes of every state and gradient are those of the
+    pinned target. A change that lets the compiler reorder a sum or contract a product (fastmath,
+    a library exp) fails here."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if PROCESS_ENV["NUMBA_CPU_NAME"] != "haswell":
         pytest.skip("this CPU has no AVX2/FMA: the pinned target cannot run here")
-    targets = ["generic", "znver3"] + (["skylake-avx512"] if "avx512f" in flags else [])
+    targets = ["x86-64-v3", "znver3"] + (["skylake-avx512"] if "avx512f" in flags else [])
 
     def run(target: str) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -6,7 +6,7 @@ The same bytes on every x86-64 CPU because nothing here depends on the CPU it ru
 * numba compiles for one fixed target on every machine (``NUMBA_CPU_NAME``, pipeline/core/cpu.py),
   without ``fastmath``, so LLVM keeps every sum in the order written;
 * products are written out as chains of fused multiply-adds (``llvm.fma``: one rounding, by
-  IEEE 754 the same result on every CPU and in software), summed in a fixed order;
+  IEEE 754 the same result on every CPU with FMA), summed in a fixed order;
 * ``exp`` is our own (range reduction + a polynomial, both in fused multiply-adds; ``2**n`` set
   in the exponent bits), not the C library's (glibc's ``expf`` differs between releases and
   picks an FMA or non-FMA variant by CPU) nor numpy's (an AVX2 or AVX-512 loop by CPU).
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import config, njit, types
 from numba.extending import intrinsic, overload
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -31,10 +31,14 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 @intrinsic
 def fma(typingctx, a, b, c):
-    """a * b + c rounded once (LLVM's fma: the FMA instruction where the target has it)."""
+    """a * b + c rounded once (LLVM's fma: the FMA instruction). Compiled for baseline x86-64 (a CPU
+    without AVX2/FMA, where the pipeline's bytes differ anyway: pipeline/core/cpu.py), a multiply
+    and an add instead: LLVM would call the C library's software fmaf, 18x slower."""
     if isinstance(a, types.Float) and a == b == c:
 
         def codegen(context, builder, sig, args):
+            if config.CPU_NAME == "generic":
+                return builder.fadd(builder.fmul(args[0], args[1]), args[2])
             return builder.fma(*args)
 
         return a(a, b, c), codegen
