@@ -8,7 +8,8 @@
    on AVX2 kernels, matrix products on OpenBLAS, ATen AVX2 kernels; our own recurrent kernels, dropout,
    convolution and attention block). Default: what plain torch code does on this CPU, i.e. the same
    architectures built from torch's own modules (nn.LSTM/nn.GRU on oneDNN, nn.Dropout, nn.Conv1d,
-   nn.TransformerEncoderLayer) with every library picking its kernels for this CPU.
+   nn.TransformerEncoderLayer; fcn and cnn_lstm channels first, as torch's convolutions take them)
+   with every library picking its kernels for this CPU.
 
 Same data shape as the default demo (480 train / 160 val windows of 90 x 12), models as params.yaml
 configures them.
@@ -151,7 +152,15 @@ def library_zoo() -> None:
         def __init__(self, d_model: int, heads: int, ff: int, dropout: float) -> None:
             super().__init__(d_model, heads, ff, dropout, batch_first=True, norm_first=True)
 
+    def fcn_forward(self, x: torch.Tensor) -> torch.Tensor:  # torch's layout: channels first
+        return self.head(self.drop(self.body(x.transpose(1, 2)).mean(2)))
+
+    def cnn_lstm_forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (hn, _) = self.rnn(self.conv(x.transpose(1, 2)).transpose(1, 2))
+        return self.head(self.drop(hn[-1]))
+
     zoo.Recurrent, zoo.Dropout, zoo.Conv1d, zoo.EncoderBlock = TorchRecurrent, nn.Dropout, nn.Conv1d, TorchEncoderBlock
+    zoo.FCN.forward, zoo.CNNLSTM.forward = fcn_forward, cnn_lstm_forward
 
 
 def numerics_cost(models: list[str]) -> None:

@@ -42,7 +42,7 @@ def test_a_transposed_input_and_the_export_path_agree():
     x = torch.randn(3, 11, 5).transpose(1, 2)
     with torch.no_grad():
         y = conv(x)
-        torch.testing.assert_close(conv.reference(x, (2, 2)), y, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(conv.reference(x.transpose(1, 2), (2, 2)).transpose(1, 2), y, rtol=1e-5, atol=1e-6)
         traced = torch.jit.trace(conv, x, check_trace=False)
         torch.testing.assert_close(traced(x), y, rtol=1e-5, atol=1e-6)
 
@@ -50,3 +50,23 @@ def test_a_transposed_input_and_the_export_path_agree():
 def test_rejects_what_it_does_not_compute():
     with pytest.raises(ValueError, match="stride 1, dilation 1, groups 1"):
         Conv1d(4, 4, 3, stride=2)(torch.randn(1, 4, 9))
+
+
+@pytest.mark.parametrize("pad", [(3, 4), (0, 0), (2, 1)])  # fcn's "same" padding of an even kernel: (3, 4)
+def test_channels_last_is_the_same_convolution(pad):
+    """The models' entry (B, T, C) -> (B, T', out), asymmetric padding included, against nn.Conv1d on
+    the padded, transposed input: values and the gradients of input, kernel and bias."""
+    torch.manual_seed(2)
+    ours = Conv1d(6, 9, 8).double()
+    ref = torch.nn.Conv1d(6, 9, 8).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 20, 6, dtype=torch.float64, requires_grad=True)
+    y = ours.channels_last(x, pad)
+    y_ref = ref(torch.nn.functional.pad(x.transpose(1, 2), pad)).transpose(1, 2)
+    assert y.shape == y_ref.shape == (3, 20 + sum(pad) - 7, 9)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    w = torch.arange(y.numel(), dtype=torch.float64).view_as(y).cos()
+    grads = torch.autograd.grad((y * w).sum(), [x, *ours.parameters()])
+    grads_ref = torch.autograd.grad((y_ref * w).sum(), [x, *ref.parameters()])
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-11, atol=1e-11)

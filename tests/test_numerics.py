@@ -9,8 +9,9 @@
    dropout masks (ATen's ``bernoulli_`` takes MKL's generator on Intel only).
 3. Another CPU simulated on this one with the variables that make MKL, oneDNN and ATen pick other
    kernels: the real train/evaluate CLI gives the same bytes.
-4. The compiled recurrent kernels (pipeline/modeling/kernels.py) compiled for other CPUs (the
-   generic AVX2 level, AMD Zen 3, AVX-512) give the bytes of the pinned target."""
+4. The compiled kernels (pipeline/modeling/kernels.py, MiniRocket's) compiled for other CPUs (AVX2,
+   the generic AVX2 level, AMD Zen 3, AVX-512 with 512-bit vectors) give the bytes of this machine's
+   target."""
 
 from __future__ import annotations
 
@@ -76,57 +77,75 @@ print(hashlib.sha1(np.arctan2(x[:, 0], x[:, 1]).tobytes() + np.exp(x).tobytes() 
 KERNELS = """
 import os, sys, hashlib
 import pipeline  # the pinned variables; the target under test replaces numba's
-os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CACHE_DIR"] = sys.argv[1], sys.argv[2]
+os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"], os.environ["NUMBA_CACHE_DIR"] = sys.argv[1:4]
 import numpy as np
 from pipeline.modeling import kernels as K
 import numba
-assert numba.config.CPU_NAME == sys.argv[1]
+assert (numba.config.CPU_NAME, numba.config.CPU_FEATURES or "") == tuple(sys.argv[1:3])
 h = hashlib.sha1()
 for dt in (np.float32,):  # what training runs (float64 compiles as long again)
     rng = np.random.default_rng(0)
     r = lambda *s: rng.normal(size=s).astype(dt)  # noqa: E731
-    t, d, hid, b = 13, 2, 9, 5
+    b, t, d, hid = 5, 13, 2, 9  # an odd batch: windows in pairs and one alone
     for cell, g in (("lstm", 4), ("gru", 3), ("rnn", 1)):
-        xw, w, dh_out = r(t, d, g * hid, b), r(d, g * hid, hid) * dt(0.5), r(t, d, hid, b)
-        hs, acts, more = np.zeros((t + 1, d, hid, b), dt), np.zeros_like(xw), np.zeros((t + 1, d, hid, b), dt)
-        tc, dg, dg2 = np.zeros((t, d, hid, b), dt), np.zeros_like(xw), np.zeros_like(xw)
-        dh, dc = r(d, hid, b), r(d, hid, b)
+        xa, w, dy = r(b, t, d, g * hid), r(d, g * hid, hid) * dt(0.5), r(b, t, d * hid)
+        wt, bias, dh, dc = np.ascontiguousarray(w.transpose(0, 2, 1)), r(d, g * hid), r(d, b, hid), r(d, b, hid)
+        out, hp, more, tc = np.zeros((b, t, d * hid), dt), *(np.zeros((b, t, d, hid), dt) for _ in range(3))
+        h_n, c_n, dg, dg2 = np.zeros((d, b, hid), dt), np.zeros((d, b, hid), dt), np.zeros_like(xa), np.zeros_like(xa)
         if cell == "lstm":
-            K.lstm_forward(xw, w, hs, more, acts, tc)
-            K.lstm_backward(w, acts, more, tc, dh_out, dh, dc, dg)
+            K.lstm_forward(xa, bias, wt, out, hp, more, tc, h_n, c_n)
+            K.lstm_backward(w, xa, more, tc, dy, dh, dc, dg)
         elif cell == "gru":
-            K.gru_forward(xw, w, r(d, g * hid), hs, acts, tc)
-            K.gru_backward(w, acts, hs, tc, dh_out, dh, dg, dg2)
+            K.gru_forward(xa, bias, r(d, g * hid), wt, out, hp, tc, h_n)
+            K.gru_backward(w, xa, hp, tc, dy, dh, dg, dg2)
         else:
-            K.rnn_forward(xw, w, hs)
-            K.rnn_backward(w, hs, dh_out, dh, dg)
-        for a in (hs, acts, more, tc, dg, dg2, dh, dc):
+            K.rnn_forward(xa, bias, wt, out, hp, h_n)
+            K.rnn_backward(w, out, dy, dh, dg)
+        for a in (xa, out, hp, more, tc, h_n, c_n, dg, dg2, dh, dc):
             h.update(a.tobytes())
+    dx = np.zeros((b, t, 6), dt)
+    K.conv_input_grad(r(b * (t - 2), 5 * 6), 5, 2, dx)
+    h.update(dx.tobytes())
+if sys.argv[4] == "minirocket":
+    from pipeline.modeling.baselines import _strict_kernels
+    fit, transform = _strict_kernels()
+    panel = np.random.default_rng(1).normal(size=(16, 12, 90)).astype(np.float32)
+    params = fit(panel, 1000, 32, np.int32(0))
+    for a in (*params, transform(panel, params)):
+        h.update(np.asarray(a).tobytes())
 print(h.hexdigest())
 """
 
 
-def test_the_recurrent_kernels_give_the_same_bytes_compiled_for_other_cpus(tmp_path):
-    """numba compiles the recurrent kernels for one fixed target (AVX2 + FMA) on every machine; the code
-    itself must not depend on it: compiled for the generic AVX2 level (x86-64-v3), for AMD Zen 3 and
-    for AVX-512 (another vector width), the bytes of every state and gradient are those of the
-    pinned target. A change that lets the compiler reorder a sum or contract a product (fastmath,
-    a library exp) fails here."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if PROCESS_ENV["NUMBA_CPU_NAME"] != "haswell":
-        pytest.skip("this CPU has no AVX2/FMA: the pinned target cannot run here")
-    targets = ["x86-64-v3", "znver3"] + (["skylake-avx512"] if "avx512f" in flags else [])
+def test_the_compiled_kernels_give_the_same_bytes_for_other_cpus(tmp_path):
+    """numba compiles for the widest vector unit the CPU has (pipeline/core/cpu.py: 512-bit vectors
+    with AVX-512, else AVX2); the code itself must not depend on it: the recurrent and convolution
+    kernels compiled for AVX2 (haswell), the generic AVX2 level (x86-64-v3), AMD Zen 3 and, on an
+    AVX-512 machine, AVX-512 with 512-bit vectors give the bytes of this machine's target, every
+    state and gradient; MiniRocket's kernels too, for the other vector width. A change that lets the
+    compiler reorder a sum or contract a product (fastmath, a library exp) fails here."""
+    from pipeline.core.cpu import NUMBA_AVX2, NUMBA_AVX512
 
-    def run(target: str) -> str:
+    pinned = (PROCESS_ENV["NUMBA_CPU_NAME"], PROCESS_ENV["NUMBA_CPU_FEATURES"])
+    if pinned[0] == "generic":
+        pytest.skip("this CPU has no AVX2/FMA: numba compiles for generic x86-64 here")
+    others = [t for t in (NUMBA_AVX2, ("x86-64-v3", ""), ("znver3", ""), NUMBA_AVX512) if t != pinned]
+    if pinned != NUMBA_AVX512:
+        others.remove(NUMBA_AVX512)  # cannot run here
+    wide = NUMBA_AVX2 if pinned == NUMBA_AVX512 else ("x86-64-v3", "")  # MiniRocket (compiles ~35 s) on one
+
+    def run(target: tuple[str, str], minirocket: bool) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        res = subprocess.run(
-            [sys.executable, "-c", KERNELS, target, str(tmp_path / target)], env=env, capture_output=True, text=True
-        )
+        # this machine's target: the pipeline's cache (compiled once); the others: compiled afresh
+        cache = os.environ["NUMBA_CACHE_DIR"] if target == pinned else str(tmp_path / "-".join(target))
+        args = [sys.executable, "-c", KERNELS, *target, cache, "minirocket" if minirocket else "-"]
+        res = subprocess.run(args, env=env, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stdout.strip()
 
-    pinned = run("haswell")
-    assert {t: run(t) for t in targets} == {t: pinned for t in targets}
+    here = run(pinned, False)
+    assert {t: run(t, False) for t in others} == dict.fromkeys(others, here)
+    assert run(wide, True) == run(pinned, True)
 
 
 def test_numpy_and_openblas_are_pinned_at_import_and_the_pin_matters():

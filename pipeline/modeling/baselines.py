@@ -252,9 +252,9 @@ class MiniRocket(Classifier):
     the windows). A state-of-the-art reference for small multivariate sequence sets.
 
     Stored as JSON: the transform's fitted parameters (dilations, channel choices, biases), the
-    feature scaling and the ridge weights. The transform is sktime's numba kernel; numba compiles
-    it for one fixed target, AVX2 + FMA (``NUMBA_CPU_NAME=haswell``, pipeline/core/cpu.py), so its
-    ``fastmath`` code is the same on every CPU that has them.
+    feature scaling and the ridge weights. The transform is sktime's numba code, compiled again
+    without ``fastmath`` (:func:`_strict_kernels`): with it, LLVM may sum in an order that follows
+    the vector width numba compiles for (AVX2 or AVX-512, pipeline/core/cpu.py).
     """
 
     weights_file = "baseline.json"
@@ -268,16 +268,13 @@ class MiniRocket(Classifier):
         return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)  # (N, T, F) -> (N, F, T)
 
     def _features(self, x: np.ndarray) -> np.ndarray:
-        from sktime.transformations.rocket._minirocket_multi_numba import _transform_multi
-
         params = tuple(np.asarray(p, dtype=dt) for p, dt in zip(self.state["transform"], _PARAM_DTYPES, strict=True))
-        return np.asarray(_transform_multi(self._panel(x), params), dtype=np.float64)
+        return np.asarray(_strict_kernels()[1](self._panel(x), params), dtype=np.float64)
 
     def fit(
         self, train: Split, val: Split, n_classes: int, cfg: TrainParams, stop_after: int | None = None
     ) -> list[dict[str, Any]]:
         from sklearn.linear_model import RidgeClassifierCV
-        from sktime.transformations.rocket import MiniRocketMultivariate
 
         need = len(train[1]) * self.num_kernels * MINIROCKET_BYTES_PER_FEATURE
         if need > MINIROCKET_MEMORY:
@@ -291,9 +288,9 @@ class MiniRocket(Classifier):
         x, y = np.asarray(train[0][:]), train[1]  # in memory: the transform and its features need them whole
         if x.shape[1] < 9:
             raise ModelError(f"minirocket needs windows of at least 9 time steps; these have {x.shape[1]}")
-        tr = MiniRocketMultivariate(num_kernels=self.num_kernels, random_state=cfg.seed, n_jobs=1)
-        tr.fit(self._panel(x))
-        self.state = {"kind": "minirocket", "transform": [np.asarray(p).tolist() for p in tr.parameters]}
+        # sktime's MiniRocketMultivariate.fit(x) with random_state=seed, n_jobs=1, on the strict kernels
+        params = _strict_kernels()[0](self._panel(x), self.num_kernels, 32, np.int32(cfg.seed))
+        self.state = {"kind": "minirocket", "transform": [np.asarray(p).tolist() for p in params]}
         f = self._features(x)
         mean, scale = f.mean(0), f.std(0) + 1e-8
         z = (f - mean) / scale
@@ -374,3 +371,31 @@ def _large_set_classifier(z: np.ndarray, y: np.ndarray, weight: str | None, seed
 # dtypes of sktime's MiniRocketMultivariate.parameters, in order: channels per combination,
 # channel indices, dilations, features per dilation, biases
 _PARAM_DTYPES = (np.int32, np.int32, np.int32, np.int32, np.float32)
+_STRICT: list = []
+
+
+def _strict_kernels() -> tuple:
+    """MiniRocket's (fit, transform) from sktime (sktime/transformations/rocket/_minirocket_multi_numba.py)
+    with its numba kernels compiled again without ``fastmath``: the same code, every sum in the
+    order written, so the same bytes on AVX2 and AVX-512 targets (tests/test_numerics.py). Costs
+    ~1.4x sktime's transform time (0.18 s vs 0.13 s for 480 windows of 90 x 12, 10,000 features);
+    compiled once per machine into numba's cache, under names of their own (sktime's fastmath
+    entries stay sktime's)."""
+    if not _STRICT:
+        import types
+
+        import numba
+        from sktime.transformations.rocket import _minirocket_multi_numba as mr
+
+        def strict(kernel, name: str):
+            py = kernel.py_func
+            fn = types.FunctionType(py.__code__, py.__globals__, name, py.__defaults__, py.__closure__)
+            fn.__qualname__ = name  # numba's cache is keyed by it
+            opts = {k: v for k, v in kernel.targetoptions.items() if k in ("parallel", "boundscheck")}
+            return numba.njit(kernel.nopython_signatures[0], fastmath=False, cache=True, **opts)(fn)
+
+        biases = strict(mr._fit_biases_multi, "_fit_biases_multi_strict")
+        fit = mr._fit_multi  # plain Python; its globals given the strict biases kernel
+        fit = types.FunctionType(fit.__code__, {**mr.__dict__, "_fit_biases_multi": biases}, "_fit_multi")
+        _STRICT.extend([fit, strict(mr._transform_multi, "_transform_multi_strict")])
+    return tuple(_STRICT)

@@ -87,16 +87,13 @@ def numba_ops(ops: dict[str, str]) -> None:
     import numpy as np
     from numba import njit
 
-    @njit(fastmath=True, cache=False)
-    def dot_fast(a, b):  # MiniRocket's kernels are fastmath numba loops like this
-        s = 0.0
-        for i in range(a.shape[0]):
-            s += a[i] * b[i]
-        return s
+    from pipeline.modeling.baselines import _strict_kernels
 
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=10001).astype(np.float32), rng.normal(size=10001).astype(np.float32)
-    ops["numba.fastmath_dot"] = _h(np.array([dot_fast(a, b)]))
+    panel = rng.normal(size=(16, 12, 90)).astype(np.float32)  # MiniRocket: fit and transform, as trained
+    fit, transform = _strict_kernels()
+    params = fit(panel, 1000, 32, np.int32(0))
+    ops["numba.minirocket"] = _h(*params, transform(panel, params))
 
     from pipeline.modeling import kernels
 

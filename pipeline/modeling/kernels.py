@@ -1,10 +1,12 @@
 """Compiled time loops of the recurrent layers (pipeline/modeling/recurrent.py): one call runs
-every step of a layer's forward pass, one call its back-propagation through time.
+every step of a layer's forward pass, one call its back-propagation through time; and the one
+pass of the zoo's convolution that is not a matrix product (pipeline/modeling/zoo.py).
 
 The same bytes on every x86-64 CPU because nothing here depends on the CPU it runs on:
 
-* numba compiles for one fixed target on every machine (``NUMBA_CPU_NAME``, pipeline/core/cpu.py),
-  without ``fastmath``, so LLVM keeps every sum in the order written;
+* no ``fastmath``: LLVM keeps every sum in the order written and contracts no product, whatever
+  the target numba compiles for (AVX2 or AVX-512 vectors: ``NUMBA_CPU_NAME``, pipeline/core/cpu.py);
+  a loop vectorised 8 or 16 wide computes each element with the same operations;
 * products are written out as chains of fused multiply-adds (``llvm.fma``: one rounding, by
   IEEE 754 the same result on every CPU with FMA), summed in a fixed order;
 * ``exp`` is our own (range reduction + a polynomial, both in fused multiply-adds; ``2**n`` set
@@ -13,10 +15,9 @@ The same bytes on every x86-64 CPU because nothing here depends on the CPU it ru
   Accurate to about 1 unit in the last place in float32 and float64;
 * sigmoid(x) = 1 / (1 + exp(-x)) and tanh(x) = 2 sigmoid(2x) - 1.
 
-Layout: (T, D, G, B) = steps x directions x gate rows x batch, the reverse direction already
-flipped in time, the batch innermost (the loops over it are what the compiler vectorises).
-Gate order as torch: LSTM i, f, g, o; GRU r, z, n. Replaces ~17 numpy calls per step, whose
-call overhead dominated at the zoo's sizes (batch 32, hidden 32).
+Layout: batch first, as torch hands the windows over (below, before the LSTM). Gate order as torch:
+LSTM i, f, g, o; GRU r, z, n. Replaces ~17 numpy calls per step, whose call overhead dominated at the
+zoo's sizes (batch 32, hidden 32), and the layout copies around them.
 """
 
 from __future__ import annotations
@@ -152,196 +153,262 @@ def tanh(x, one):
 
 
 @njit(inline="always")
-def _product(w, v, out, acc: bool):
-    """out[g, b] (+)= sum over k of w[g, k] * v[k, b], k in order, one rounding per term. Sweeps of
-    four terms per element: the sums of different elements do not wait on each other, and an
-    element is loaded and stored once per four terms."""
-    g_n, k_n = w.shape
-    b_n = v.shape[1]
+def _product(w, src, s0, s1, dst, r0, r1, pair: bool, acc: bool):
+    """dst[r] (+)= sum over k of src[s + (k,)] * w[k], for the rows (s, r) = (s0, r0) and, if ``pair``,
+    (s1, r1) too (s, r: index tuples of a row): k in order, one rounding per term. Sweeps of four
+    terms: an element is loaded and stored once per four terms, and two windows share each load of w.
+    The loop over w's columns is what the compiler vectorises; every element's sum is the same chain
+    whatever the vector width."""
+    k_n, g_n = w.shape
     if not acc:
-        out[:] = w.dtype.type(0)
+        for g in range(g_n):
+            dst[r0 + (g,)] = 0
+        if pair:
+            for g in range(g_n):
+                dst[r1 + (g,)] = 0
     k = 0
-    while k + 4 <= k_n:
-        v0, v1, v2, v3 = v[k], v[k + 1], v[k + 2], v[k + 3]
-        for g in range(g_n):
-            w0, w1, w2, w3 = w[g, k], w[g, k + 1], w[g, k + 2], w[g, k + 3]
-            o = out[g]
-            for b in range(b_n):
-                o[b] = fma(w3, v3[b], fma(w2, v2[b], fma(w1, v1[b], fma(w0, v0[b], o[b]))))
-        k += 4
-    while k < k_n:
-        vk = v[k]
-        for g in range(g_n):
-            wk = w[g, k]
-            o = out[g]
-            for b in range(b_n):
-                o[b] = fma(wk, vk[b], o[b])
-        k += 1
+    if pair:
+        while k + 4 <= k_n:
+            a0, a1, a2, a3 = src[s0 + (k,)], src[s0 + (k + 1,)], src[s0 + (k + 2,)], src[s0 + (k + 3,)]
+            c0, c1, c2, c3 = src[s1 + (k,)], src[s1 + (k + 1,)], src[s1 + (k + 2,)], src[s1 + (k + 3,)]
+            for g in range(g_n):
+                w0, w1, w2, w3 = w[k, g], w[k + 1, g], w[k + 2, g], w[k + 3, g]
+                dst[r0 + (g,)] = fma(a3, w3, fma(a2, w2, fma(a1, w1, fma(a0, w0, dst[r0 + (g,)]))))
+                dst[r1 + (g,)] = fma(c3, w3, fma(c2, w2, fma(c1, w1, fma(c0, w0, dst[r1 + (g,)]))))
+            k += 4
+        while k < k_n:
+            ak, ck = src[s0 + (k,)], src[s1 + (k,)]
+            for g in range(g_n):
+                dst[r0 + (g,)] = fma(ak, w[k, g], dst[r0 + (g,)])
+                dst[r1 + (g,)] = fma(ck, w[k, g], dst[r1 + (g,)])
+            k += 1
+    else:
+        while k + 4 <= k_n:
+            a0, a1, a2, a3 = src[s0 + (k,)], src[s0 + (k + 1,)], src[s0 + (k + 2,)], src[s0 + (k + 3,)]
+            for g in range(g_n):
+                v = fma(a1, w[k + 1, g], fma(a0, w[k, g], dst[r0 + (g,)]))
+                dst[r0 + (g,)] = fma(a3, w[k + 3, g], fma(a2, w[k + 2, g], v))
+            k += 4
+        while k < k_n:
+            ak = src[s0 + (k,)]
+            for g in range(g_n):
+                dst[r0 + (g,)] = fma(ak, w[k, g], dst[r0 + (g,)])
+            k += 1
+
+
+# Layout: the one torch hands over and takes back, batch first: (B, T, D, X) = windows x time x
+# directions x (gate rows or hidden units), time in the window's order; direction 1 runs it backwards
+# (its step s is time T-1-s). The input projections of every step are one product before these loops
+# and the weight gradients one product after them (pipeline/modeling/recurrent.py), on the rows (b, t)
+# of these arrays without a copy. One window's recurrence does not depend on another's: windows run
+# two at a time (``_pairs``) through all their steps. The loops index whole arrays: a view per step
+# costs reference counting that took as long as the arithmetic.
+@njit(inline="always")
+def _time(d, s, t_n):
+    return s if d == 0 else t_n - 1 - s
 
 
 @njit(inline="always")
-def _product_t(w, v, out, acc: bool):
-    """out[k, b] (+)= sum over g of w[g, k] * v[g, b] (w transposed), g in order, sweeps of four terms."""
-    g_n, k_n = w.shape
-    b_n = v.shape[1]
-    if not acc:
-        out[:] = w.dtype.type(0)
-    g = 0
-    while g + 4 <= g_n:
-        v0, v1, v2, v3 = v[g], v[g + 1], v[g + 2], v[g + 3]
-        for k in range(k_n):
-            w0, w1, w2, w3 = w[g, k], w[g + 1, k], w[g + 2, k], w[g + 3, k]
-            o = out[k]
-            for b in range(b_n):
-                o[b] = fma(w3, v3[b], fma(w2, v2[b], fma(w1, v1[b], fma(w0, v0[b], o[b]))))
-        g += 4
-    while g < g_n:
-        vg = v[g]
-        for k in range(k_n):
-            wk = w[g, k]
-            o = out[k]
-            for b in range(b_n):
-                o[b] = fma(wk, vg[b], o[b])
-        g += 1
+def _pairs(b_n):
+    """(first window, windows in this group: 2, or 1 for the last of an odd batch)."""
+    return [(b0, min(2, b_n - b0)) for b0 in range(0, b_n, 2)]
 
 
 # --- LSTM: i, f, g, o ---------------------------------------------------------------------------------
 @njit(**_JIT)
-def lstm_forward(xw, w, hs, cs, acts, tc):
-    """xw (T, D, 4H, B): input projections + both biases; w (D, 4H, H). Fills hs, cs (T+1, D, H, B):
-    the states before each step and the last; acts (T, D, 4H, B): the gates after their activations;
-    tc (T, D, H, B): tanh(c)."""
-    one = xw.dtype.type(1)
-    t_n, d_n, g_n, b_n = xw.shape
+def lstm_forward(xa, bias, wt, out, hp, cp, tc, h_fin, c_fin):
+    """xa (B, T, D, 4H): the input projections x W_ih^T, overwritten with the gates after their
+    activations; bias (D, 4H): b_ih + b_hh; wt (D, H, 4H): W_hh transposed. Fills out (B, T, D*H): the
+    outputs; hp, cp (B, T, D, H): the hidden and cell state each step starts from; tc (B, T, D, H):
+    tanh(c); h_fin, c_fin (D, B, H): the final states."""
+    one = xa.dtype.type(1)
+    b_n, t_n, d_n, g_n = xa.shape
     h_n = g_n // 4
-    for s in range(t_n):
-        for d in range(d_n):
-            a, c_prev, c_next, t_s, h_next = acts[s, d], cs[s, d], cs[s + 1, d], tc[s, d], hs[s + 1, d]
-            a[:] = xw[s, d]
-            _product(w[d], hs[s, d], a, True)
-            for j in range(h_n):
-                for b in range(b_n):
-                    i = sigmoid(a[j, b], one)
-                    f = sigmoid(a[h_n + j, b], one)
-                    g = tanh(a[2 * h_n + j, b], one)
-                    o = sigmoid(a[3 * h_n + j, b], one)
-                    c = fma(f, c_prev[j, b], i * g)
-                    t = tanh(c, one)
-                    a[j, b], a[h_n + j, b], a[2 * h_n + j, b], a[3 * h_n + j, b] = i, f, g, o
-                    c_next[j, b] = c
-                    t_s[j, b] = t
-                    h_next[j, b] = o * t
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for b in range(b0, b0 + nb):
+                for j in range(h_n):
+                    hp[b, _time(d, 0, t_n), d, j] = 0
+                    cp[b, _time(d, 0, t_n), d, j] = 0
+            for s in range(t_n):
+                t, tn, last = _time(d, s, t_n), _time(d, s + 1, t_n), s + 1 == t_n
+                for b in range(b0, b0 + nb):
+                    for g in range(g_n):
+                        xa[b, t, d, g] += bias[d, g]
+                i0, i1 = (b0, t, d), (b0 + nb - 1, t, d)
+                _product(wt[d], hp, i0, i1, xa, i0, i1, nb == 2, True)
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        i = sigmoid(xa[b, t, d, j], one)
+                        f = sigmoid(xa[b, t, d, h_n + j], one)
+                        g = tanh(xa[b, t, d, 2 * h_n + j], one)
+                        o = sigmoid(xa[b, t, d, 3 * h_n + j], one)
+                        c = fma(f, cp[b, t, d, j], i * g)
+                        th = tanh(c, one)
+                        xa[b, t, d, j], xa[b, t, d, h_n + j], xa[b, t, d, 2 * h_n + j] = i, f, g
+                        xa[b, t, d, 3 * h_n + j] = o
+                        tc[b, t, d, j] = th
+                        out[b, t, d * h_n + j] = o * th
+                        if last:
+                            c_fin[d, b, j], h_fin[d, b, j] = c, o * th
+                        else:
+                            cp[b, tn, d, j], hp[b, tn, d, j] = c, o * th
 
 
 @njit(**_JIT)
-def lstm_backward(w, acts, cs, tc, dh_out, dh, dc, dg):
-    """Back-propagation through time. w (D, 4H, H); dh_out (T, D, H, B): gradients of the outputs;
-    dh, dc (D, H, B): of the final states, on entry (overwritten). Fills dg (T, D, 4H, B): the
+def lstm_backward(w, acts, cp, tc, dy, dh, dc, dg):
+    """Back-propagation through time. w (D, 4H, H): W_hh; dy (B, T, D*H): the gradients of the
+    outputs; dh, dc (D, B, H): of the final states, on entry (overwritten). Fills dg (B, T, D, 4H): the
     gradients of the gate pre-activations."""
     one = acts.dtype.type(1)
-    t_n, d_n, g_n, b_n = acts.shape
+    b_n, t_n, d_n, g_n = acts.shape
     h_n = g_n // 4
-    for s in range(t_n - 1, -1, -1):
-        for d in range(d_n):
-            a, q, c_prev, t_s, dho, dhd, dcd = acts[s, d], dg[s, d], cs[s, d], tc[s, d], dh_out[s, d], dh[d], dc[d]
-            for j in range(h_n):
-                for b in range(b_n):
-                    i, f, g, o = a[j, b], a[h_n + j, b], a[2 * h_n + j, b], a[3 * h_n + j, b]
-                    t = t_s[j, b]
-                    dhb = dhd[j, b] + dho[j, b]
-                    dcb = fma(dhb, o * (one - t * t), dcd[j, b])
-                    q[j, b] = dcb * (g * i * (one - i))
-                    q[h_n + j, b] = dcb * (c_prev[j, b] * f * (one - f))
-                    q[2 * h_n + j, b] = dcb * (i * (one - g * g))
-                    q[3 * h_n + j, b] = dhb * (t * o * (one - o))
-                    dcd[j, b] = dcb * f
-            _product_t(w[d], q, dhd, False)
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for s in range(t_n - 1, -1, -1):
+                t = _time(d, s, t_n)
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        i, f = acts[b, t, d, j], acts[b, t, d, h_n + j]
+                        g, o = acts[b, t, d, 2 * h_n + j], acts[b, t, d, 3 * h_n + j]
+                        th = tc[b, t, d, j]
+                        dhb = dh[d, b, j] + dy[b, t, d * h_n + j]
+                        dcb = fma(dhb, o * (one - th * th), dc[d, b, j])
+                        dg[b, t, d, j] = dcb * (g * i * (one - i))
+                        dg[b, t, d, h_n + j] = dcb * (cp[b, t, d, j] * f * (one - f))
+                        dg[b, t, d, 2 * h_n + j] = dcb * (i * (one - g * g))
+                        dg[b, t, d, 3 * h_n + j] = dhb * (th * o * (one - o))
+                        dc[d, b, j] = dcb * f
+                _product(w[d], dg, (b0, t, d), (b0 + nb - 1, t, d), dh, (d, b0), (d, b0 + nb - 1), nb == 2, False)
 
 
 # --- GRU: r, z, n --------------------------------------------------------------------------------------
 @njit(**_JIT)
-def gru_forward(xw, w, b_hh, hs, acts, ghn):
-    """xw (T, D, 3H, B): input projections + input bias; w (D, 3H, H); b_hh (D, 3H).
-    n = tanh(xw_n + r * (W_hn h + b_hn)), h' = n + z * (h - n). Fills hs (T+1, D, H, B), acts
-    (T, D, 3H, B): r, z, n; ghn (T, D, H, B): W_hn h + b_hn."""
-    one = xw.dtype.type(1)
-    t_n, d_n, g_n, b_n = xw.shape
+def gru_forward(xa, b_ih, b_hh, wt, out, hp, ghn, h_fin):
+    """xa (B, T, D, 3H): the input projections x W_ih^T, overwritten with r, z, n; b_ih, b_hh (D, 3H);
+    wt (D, H, 3H): W_hh transposed. n = tanh(x_n + b_in + r * (W_hn h + b_hn)), h' = n + z * (h - n).
+    Fills out (B, T, D*H); hp (B, T, D, H): the state each step starts from; ghn (B, T, D, H):
+    W_hn h + b_hn; h_fin (D, B, H): the final state."""
+    one = xa.dtype.type(1)
+    b_n, t_n, d_n, g_n = xa.shape
     h_n = g_n // 3
-    gh = np.empty((g_n, b_n), xw.dtype)
-    for s in range(t_n):
-        for d in range(d_n):
-            a, x, h_prev, h_next, ghn_s = acts[s, d], xw[s, d], hs[s, d], hs[s + 1, d], ghn[s, d]
-            for g in range(g_n):
-                for b in range(b_n):
-                    gh[g, b] = b_hh[d, g]
-            _product(w[d], h_prev, gh, True)
-            for j in range(h_n):
-                for b in range(b_n):
-                    r = sigmoid(x[j, b] + gh[j, b], one)
-                    z = sigmoid(x[h_n + j, b] + gh[h_n + j, b], one)
-                    hn = gh[2 * h_n + j, b]
-                    n = tanh(fma(r, hn, x[2 * h_n + j, b]), one)
-                    a[j, b], a[h_n + j, b], a[2 * h_n + j, b] = r, z, n
-                    ghn_s[j, b] = hn
-                    h_next[j, b] = fma(z, h_prev[j, b] - n, n)
+    gh = np.empty((2, g_n), xa.dtype)  # W_hh h + b_hh of the two windows
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for b in range(b0, b0 + nb):
+                for j in range(h_n):
+                    hp[b, _time(d, 0, t_n), d, j] = 0
+            for s in range(t_n):
+                t, tn, last = _time(d, s, t_n), _time(d, s + 1, t_n), s + 1 == t_n
+                for b in range(b0, b0 + nb):
+                    for g in range(g_n):
+                        xa[b, t, d, g] += b_ih[d, g]
+                        gh[b - b0, g] = b_hh[d, g]
+                _product(wt[d], hp, (b0, t, d), (b0 + nb - 1, t, d), gh, (0,), (nb - 1,), nb == 2, True)
+                for b in range(b0, b0 + nb):
+                    k = b - b0
+                    for j in range(h_n):
+                        r = sigmoid(xa[b, t, d, j] + gh[k, j], one)
+                        z = sigmoid(xa[b, t, d, h_n + j] + gh[k, h_n + j], one)
+                        hn = gh[k, 2 * h_n + j]
+                        n = tanh(fma(r, hn, xa[b, t, d, 2 * h_n + j]), one)
+                        xa[b, t, d, j], xa[b, t, d, h_n + j], xa[b, t, d, 2 * h_n + j] = r, z, n
+                        ghn[b, t, d, j] = hn
+                        h = fma(z, hp[b, t, d, j] - n, n)
+                        out[b, t, d * h_n + j] = h
+                        if last:
+                            h_fin[d, b, j] = h
+                        else:
+                            hp[b, tn, d, j] = h
 
 
 @njit(**_JIT)
-def gru_backward(w, acts, hs, ghn, dh_out, dh, dgi, dgh):
-    """dh (D, H, B): gradient of the final state on entry (overwritten). Fills dgi, dgh (T, D, 3H, B):
-    the gradients of the input and hidden projections."""
+def gru_backward(w, acts, hp, ghn, dy, dh, dgi, dgh):
+    """w (D, 3H, H): W_hh; dh (D, B, H): the gradient of the final state on entry (overwritten). Fills
+    dgi, dgh (B, T, D, 3H): the gradients of the input and hidden projections."""
     one = acts.dtype.type(1)
-    t_n, d_n, g_n, b_n = acts.shape
+    b_n, t_n, d_n, g_n = acts.shape
     h_n = g_n // 3
-    for s in range(t_n - 1, -1, -1):
-        for d in range(d_n):
-            a, qi, qh, h_prev, ghn_s, dho, dhd = (
-                acts[s, d],
-                dgi[s, d],
-                dgh[s, d],
-                hs[s, d],
-                ghn[s, d],
-                dh_out[s, d],
-                dh[d],
-            )
-            for j in range(h_n):
-                for b in range(b_n):
-                    r, z, n = a[j, b], a[h_n + j, b], a[2 * h_n + j, b]
-                    dhb = dhd[j, b] + dho[j, b]
-                    dn = dhb * ((one - z) * (one - n * n))
-                    dz = dhb * ((h_prev[j, b] - n) * z * (one - z))
-                    dr = dn * (ghn_s[j, b] * r * (one - r))
-                    qi[j, b], qi[h_n + j, b], qi[2 * h_n + j, b] = dr, dz, dn
-                    qh[j, b], qh[h_n + j, b], qh[2 * h_n + j, b] = dr, dz, dn * r
-                    dhd[j, b] = dhb * z
-            _product_t(w[d], qh, dhd, True)
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for s in range(t_n - 1, -1, -1):
+                t = _time(d, s, t_n)
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        r, z, n = acts[b, t, d, j], acts[b, t, d, h_n + j], acts[b, t, d, 2 * h_n + j]
+                        dhb = dh[d, b, j] + dy[b, t, d * h_n + j]
+                        dn = dhb * ((one - z) * (one - n * n))
+                        dz = dhb * ((hp[b, t, d, j] - n) * z * (one - z))
+                        dr = dn * (ghn[b, t, d, j] * r * (one - r))
+                        dgi[b, t, d, j], dgi[b, t, d, h_n + j], dgi[b, t, d, 2 * h_n + j] = dr, dz, dn
+                        dgh[b, t, d, j], dgh[b, t, d, h_n + j], dgh[b, t, d, 2 * h_n + j] = dr, dz, dn * r
+                        dh[d, b, j] = dhb * z
+                _product(w[d], dgh, (b0, t, d), (b0 + nb - 1, t, d), dh, (d, b0), (d, b0 + nb - 1), nb == 2, True)
 
 
 # --- tanh RNN -----------------------------------------------------------------------------------------
 @njit(**_JIT)
-def rnn_forward(xw, w, hs):
-    """xw (T, D, H, B): input projections + both biases; h' = tanh(xw + W_hh h). Fills hs (T+1, D, H, B)."""
-    one = xw.dtype.type(1)
-    t_n, d_n, h_n, b_n = xw.shape
-    for s in range(t_n):
-        for d in range(d_n):
-            out = hs[s + 1, d]
-            out[:] = xw[s, d]
-            _product(w[d], hs[s, d], out, True)
-            for j in range(h_n):
-                for b in range(b_n):
-                    out[j, b] = tanh(out[j, b], one)
+def rnn_forward(xa, bias, wt, out, hp, h_fin):
+    """xa (B, T, D, H): the input projections x W_ih^T (overwritten); bias (D, H): b_ih + b_hh;
+    wt (D, H, H): W_hh transposed. h' = tanh(x W_ih^T + bias + W_hh h). Fills out (B, T, D*H);
+    hp (B, T, D, H): the state each step starts from; h_fin (D, B, H): the final state."""
+    one = xa.dtype.type(1)
+    b_n, t_n, d_n, h_n = xa.shape
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for b in range(b0, b0 + nb):
+                for j in range(h_n):
+                    hp[b, _time(d, 0, t_n), d, j] = 0
+            for s in range(t_n):
+                t, tn, last = _time(d, s, t_n), _time(d, s + 1, t_n), s + 1 == t_n
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        xa[b, t, d, j] += bias[d, j]
+                i0, i1 = (b0, t, d), (b0 + nb - 1, t, d)
+                _product(wt[d], hp, i0, i1, xa, i0, i1, nb == 2, True)
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        h = tanh(xa[b, t, d, j], one)
+                        out[b, t, d * h_n + j] = h
+                        if last:
+                            h_fin[d, b, j] = h
+                        else:
+                            hp[b, tn, d, j] = h
 
 
 @njit(**_JIT)
-def rnn_backward(w, hs, dh_out, dh, dg):
-    """dh (D, H, B): gradient of the final state on entry (overwritten). Fills dg (T, D, H, B)."""
+def rnn_backward(w, out, dy, dh, dg):
+    """w (D, H, H): W_hh; out (B, T, D*H): the outputs; dh (D, B, H): the gradient of the final state
+    on entry (overwritten). Fills dg (B, T, D, H)."""
     one = dg.dtype.type(1)
-    t_n, d_n, h_n, b_n = dg.shape
-    for s in range(t_n - 1, -1, -1):
-        for d in range(d_n):
-            q, y, dho, dhd = dg[s, d], hs[s + 1, d], dh_out[s, d], dh[d]
-            for j in range(h_n):
-                for b in range(b_n):
-                    q[j, b] = (dhd[j, b] + dho[j, b]) * (one - y[j, b] * y[j, b])
-            _product_t(w[d], q, dhd, False)
+    b_n, t_n, d_n, h_n = dg.shape
+    for d in range(d_n):
+        for b0, nb in _pairs(b_n):
+            for s in range(t_n - 1, -1, -1):
+                t = _time(d, s, t_n)
+                for b in range(b0, b0 + nb):
+                    for j in range(h_n):
+                        y = out[b, t, d * h_n + j]
+                        dg[b, t, d, j] = (dh[d, b, j] + dy[b, t, d * h_n + j]) * (one - y * y)
+                _product(w[d], dg, (b0, t, d), (b0 + nb - 1, t, d), dh, (d, b0), (d, b0 + nb - 1), nb == 2, False)
+
+
+# --- convolution (pipeline/modeling/zoo.py: _Conv1dProduct) ------------------------------------------
+@njit(**_JIT)
+def conv_input_grad(dcols, k_n, pad, dx):
+    """The input gradient of a 1-d convolution from the gradient of its shifted copies: dx (B, T, C),
+    dx[b, t, c] = sum over shifts j (in order) of dcols[b * T' + t + pad - j, j * C + c], for the rows
+    inside the output (T' of them per window). dcols (B*T', k*C). One pass instead of k slice
+    additions over the whole input."""
+    b_n, t_n, c_n = dx.shape
+    t_out = dcols.shape[0] // b_n
+    for b in range(b_n):
+        for t in range(t_n):
+            for c in range(c_n):
+                dx[b, t, c] = 0
+            for j in range(k_n):
+                tp = t + pad - j
+                if 0 <= tp < t_out:
+                    r = b * t_out + tp
+                    for c in range(c_n):
+                        dx[b, t, c] += dcols[r, j * c_n + c]

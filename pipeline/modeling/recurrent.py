@@ -1,12 +1,12 @@
-"""Recurrent layers (LSTM, GRU, tanh RNN) whose forward and backward passes are our own numpy code.
+"""Recurrent layers (LSTM, GRU, tanh RNN) whose forward and backward passes are our own code.
 
 torch's CPU recurrent layers run oneDNN kernels, which are generated for the CPU at run time:
 their speed and, capped at the instruction sets Intel and AMD share, also their blocking (the
-order of the sums) follow the CPU they find. Here every step is one pinned OpenBLAS product
-(pipeline/core/cpu.py) and a few numpy element-wise loops (AVX2 on every x86-64 CPU that has it),
-so the same seed trains the same bytes on any such CPU. Both directions of a bidirectional layer
-advance in the same numpy calls; back-propagation through time is written out (no autograd graph
-per step) and the weight gradients are one product over all steps.
+order of the sums) follow the CPU they find. Here the input projections of every step are one
+pinned OpenBLAS product (pipeline/core/cpu.py), the time loops compiled code that sums in one fixed
+order (pipeline/modeling/kernels.py: forward, and back-propagation through time without an autograd
+graph per step), and the weight gradients one product over all steps; so the same seed trains the
+same bytes on any such CPU. The arrays stay batch first, as torch hands them over: no layout copies.
 
 Same equations, parameter shapes (stacked over directions) and initialisation as torch's
 ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with ``batch_first=True``; tests/test_recurrent.py checks the
@@ -28,63 +28,50 @@ from pipeline.modeling import kernels
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def _forward(cell: str, xw: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> dict:
-    """Every step of a layer (pipeline/modeling/kernels.py). xw: (T, D, G, B) input projections plus
-    the biases (GRU: the input bias only); w_hh: (D, G, H). Returns what back-propagation needs;
-    the states ``hs`` (T+1, D, H, B) start with the zero initial state."""
-    t_len, d, _, b = xw.shape
-    h = w_hh.shape[-1]
-    st = {"hs": np.zeros((t_len + 1, d, h, b), xw.dtype)}
+def _forward(cell: str, xa: np.ndarray, wh: np.ndarray, bi: np.ndarray, bh: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Every step of a layer (pipeline/modeling/kernels.py). xa (B, T, D, G): the input projections
+    (overwritten with the activations); wh (D, G, H); bi, bh (D, G). Returns the outputs (B, T, D*H)
+    and what back-propagation and the caller need: the start states ``hp`` (B, T, D, H) of every step,
+    the final states ``h_n`` (and ``c_n``) (D, B, H)."""
+    b, t_len, d, _ = xa.shape
+    h = wh.shape[-1]
+    wt = np.ascontiguousarray(wh.transpose(0, 2, 1))  # (D, H, G): the rows the compiled product sweeps
+    out = np.empty((b, t_len, d * h), xa.dtype)
+    st = {"acts": xa, "hp": np.empty((b, t_len, d, h), xa.dtype), "h_n": np.empty((d, b, h), xa.dtype)}
     if cell == "lstm":
-        st["cs"], st["acts"] = np.zeros_like(st["hs"]), np.empty_like(xw)
-        st["tc"] = np.empty((t_len, d, h, b), xw.dtype)
-        kernels.lstm_forward(xw, w_hh, st["hs"], st["cs"], st["acts"], st["tc"])
+        st["cp"], st["tc"], st["c_n"] = np.empty_like(st["hp"]), np.empty_like(st["hp"]), np.empty_like(st["h_n"])
+        kernels.lstm_forward(xa, bi + bh, wt, out, st["hp"], st["cp"], st["tc"], st["h_n"], st["c_n"])
     elif cell == "gru":
-        st["acts"], st["ghn"] = np.empty_like(xw), np.empty((t_len, d, h, b), xw.dtype)
-        kernels.gru_forward(xw, w_hh, b_hh, st["hs"], st["acts"], st["ghn"])
+        st["ghn"] = np.empty_like(st["hp"])
+        kernels.gru_forward(xa, bi, bh, wt, out, st["hp"], st["ghn"], st["h_n"])
     else:
-        kernels.rnn_forward(xw, w_hh, st["hs"])
-    return st
+        kernels.rnn_forward(xa, bi + bh, wt, out, st["hp"], st["h_n"])
+        st["out"] = out.copy()  # the caller may change the returned outputs
+    return out, st
 
 
-def _backward(cell: str, st: dict, w_hh: np.ndarray, dh_out: np.ndarray, dh_n: np.ndarray, dc_n) -> tuple:
-    """(d input projections, d hidden projections), each (T, D, G, B), from the gradients of the
-    outputs (T, D, H, B) and of the final states (D, H, B, new arrays: overwritten); one array for
+def _backward(cell: str, st: dict, wh: np.ndarray, dy: np.ndarray, dh: np.ndarray, dc) -> tuple:
+    """(d input projections, d hidden projections), each (B, T, D, G), from the gradients of the
+    outputs (B, T, D*H) and of the final states (D, B, H; new arrays: overwritten); one array for
     both but in the GRU."""
+    acts = st["acts"]
     if cell == "lstm":
-        dg = np.empty_like(st["acts"])
-        kernels.lstm_backward(w_hh, st["acts"], st["cs"], st["tc"], dh_out, dh_n, dc_n, dg)
+        dg = np.empty_like(acts)
+        kernels.lstm_backward(wh, acts, st["cp"], st["tc"], dy, dh, dc, dg)
         return dg, dg
     if cell == "gru":
-        dgi, dgh = np.empty_like(st["acts"]), np.empty_like(st["acts"])
-        kernels.gru_backward(w_hh, st["acts"], st["hs"], st["ghn"], dh_out, dh_n, dgi, dgh)
+        dgi, dgh = np.empty_like(acts), np.empty_like(acts)
+        kernels.gru_backward(wh, acts, st["hp"], st["ghn"], dy, dh, dgi, dgh)
         return dgi, dgh
-    dg = np.empty_like(dh_out)
-    kernels.rnn_backward(w_hh, st["hs"], dh_out, dh_n, dg)
+    dg = np.empty_like(acts)
+    kernels.rnn_backward(wh, st["out"], dy, dh, dg)
     return dg, dg
 
 
-def _steps(y: np.ndarray, directions: int) -> np.ndarray:
-    """(B, T, K) -> (T, D, K, B), the reverse direction flipped in time."""
-    yt = y.transpose(1, 2, 0)
-    return np.ascontiguousarray(np.stack([yt, yt[::-1]][:directions], axis=1))
-
-
-def _batch_first(y: np.ndarray) -> np.ndarray:
-    """(T, D, K, B) -> (B, T, D*K), the reverse direction flipped back."""
-    parts = [y[:, 0]] + ([y[::-1, 1]] if y.shape[1] == 2 else [])
-    return np.ascontiguousarray(np.concatenate(parts, axis=1).transpose(2, 0, 1))
-
-
-def _rows(y: np.ndarray) -> np.ndarray:
-    """(T, D, K, B) -> (D, K, T*B): every step and window as one column."""
-    t_len, d, k, b = y.shape
-    return np.ascontiguousarray(y.transpose(1, 2, 0, 3)).reshape(d, k, t_len * b)
-
-
-def _final(y: np.ndarray) -> np.ndarray:
-    """(D, K, B) <-> (D, B, K), always a new array (the backward kernels overwrite theirs)."""
-    return np.array(y.transpose(0, 2, 1), order="C")
+def _rows(y: np.ndarray, d: int) -> np.ndarray:
+    """Direction d of (B, T, D, K) as (B*T, K) rows: a view (row stride D*K), no copy."""
+    b, t_len, _, k = y.shape
+    return y[:, :, d].reshape(b * t_len, k)
 
 
 class _Recurrence(torch.autograd.Function):
@@ -92,44 +79,35 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, cell: str, x, w_ih, w_hh, b_ih, b_hh):
         n = lambda t: t.detach().contiguous().numpy()  # noqa: E731
         wi, wh, bi, bh = n(w_ih), n(w_hh), n(b_ih), n(b_hh)
-        d, (b, t_len) = wi.shape[0], x.shape[:2]
-        xd = _rows(_steps(n(x), d))  # (D, F, T*B)
-        xw = np.matmul(wi, xd)  # (D, G, T*B): one product for every step
-        xw += bi[:, :, None]
-        if cell != "gru":
-            xw += bh[:, :, None]
-        xw = np.ascontiguousarray(xw.reshape(d, -1, t_len, b).transpose(2, 0, 1, 3))  # (T, D, G, B)
-        st = _forward(cell, xw, wh, bh)
-        ctx.cell, ctx.state, ctx.xd, ctx.w = cell, st, xd, (wi, wh)
-        hs = st["hs"]
-        outs = [torch.from_numpy(_batch_first(hs[1:])), torch.from_numpy(_final(hs[-1]))]
+        (d, g, f), (b, t_len) = wi.shape, x.shape[:2]
+        x2 = n(x).reshape(b * t_len, f)
+        xa = np.matmul(x2, wi.reshape(d * g, f).T).reshape(b, t_len, d, g)  # one product for every step
+        out, st = _forward(cell, xa, wh, bi, bh)
+        ctx.cell, ctx.state, ctx.x2, ctx.w = cell, st, x2, (wi, wh)
+        outs = [torch.from_numpy(out), torch.from_numpy(st["h_n"])]
         if cell == "lstm":
-            outs.append(torch.from_numpy(_final(st["cs"][-1])))
+            outs.append(torch.from_numpy(st["c_n"]))
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, d_out, d_hn, d_cn=None):
-        st, xd, (wi, wh) = ctx.state, ctx.xd, ctx.w
-        d, h = wi.shape[0], wh.shape[-1]
-        dy = d_out.detach().numpy()  # (B, T, D*H)
-        dh_out = _steps(dy[..., :h], 1)
-        if d == 2:
-            dh_out = np.concatenate([dh_out, _steps(dy[..., h:], 2)[:, 1:]], axis=1)
-        dc_n = _final(d_cn.numpy()) if ctx.cell == "lstm" else None
-        dgi, dgh = _backward(ctx.cell, st, wh, np.ascontiguousarray(dh_out), _final(d_hn.numpy()), dc_n)
-        gi = _rows(dgi)  # (D, G, T*B)
-        gh = gi if dgh is dgi else _rows(dgh)
+        st, x2, (wi, wh) = ctx.state, ctx.x2, ctx.w
+        d, g, f = wi.shape
+        dy = np.ascontiguousarray(d_out.detach().numpy())  # (B, T, D*H)
         b, t_len = dy.shape[:2]
+        dc = np.array(d_cn.numpy()) if ctx.cell == "lstm" else None  # copies: the kernels overwrite them
+        dgi, dgh = _backward(ctx.cell, st, wh, dy, np.array(d_hn.numpy()), dc)
+        gi = dgi.reshape(b * t_len, d * g)
         dx = None
         if ctx.needs_input_grad[1]:  # not for a first layer: the windows need no gradient
-            dx = np.matmul(wi.transpose(0, 2, 1), gi).reshape(d, -1, t_len, b)  # (D, F, T, B)
-            dx = (dx[0] + dx[1][:, ::-1] if d == 2 else dx[0]).transpose(2, 1, 0)
+            dx = np.matmul(gi, wi.reshape(d * g, f)).reshape(b, t_len, f)
+        db_ih = gi.sum(axis=0).reshape(d, g)  # LSTM, RNN: also the hidden bias's (a copy: clipping scales in place)
         grads = (
             dx,
-            np.matmul(gi, xd.transpose(0, 2, 1)),
-            np.matmul(gh, _rows(st["hs"][:-1]).transpose(0, 2, 1)),
-            gi.sum(axis=2),
-            gh.sum(axis=2),
+            np.matmul(gi.T, x2).reshape(d, g, f),
+            np.stack([np.matmul(_rows(dgh, k).T, _rows(st["hp"], k)) for k in range(d)]),
+            db_ih,
+            db_ih.copy() if dgh is dgi else dgh.reshape(b * t_len, d * g).sum(axis=0).reshape(d, g),
         )
         return (None, *(None if g is None else torch.from_numpy(np.ascontiguousarray(g)) for g in grads))
 

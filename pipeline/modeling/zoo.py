@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.modeling import kernels
 from pipeline.modeling.recurrent import Recurrent
 
 
@@ -58,20 +59,22 @@ class AdditiveAttention(nn.Module):
 
 
 class _Conv1dProduct(torch.autograd.Function):
-    """A 1-d convolution (stride 1) as one matrix product on the pinned OpenBLAS kernels, forward and
-    backward written out in numpy: the k shifted copies of the zero-padded input side by side
-    (B*T', k*C) times the kernel (k*C, out); back, the kernel's gradient is one product and the
-    input's is k slice additions into one buffer. Built on torch ops instead, autograd gave every
-    shifted slice a zero-filled gradient of the whole input and the output a transposed layout that
-    made batch norm and ReLU take slow paths: half of fcn's training step."""
+    """A 1-d convolution (stride 1) of channels-last windows, (B, T, C) -> (B, T', out), as one matrix
+    product on the pinned OpenBLAS kernels, forward and backward written out in numpy: the k shifted
+    copies of the zero-padded input side by side (B*T', k*C) times the kernel (k*C, out); back, the
+    kernel's gradient is one product and the input's one product and one compiled pass
+    (kernels.conv_input_grad). Built on torch ops instead, autograd gave every shifted slice a
+    zero-filled gradient of the whole input and the output a transposed layout that made batch norm
+    and ReLU take slow paths: half of fcn's training step. Channels last, as the windows come and the
+    LSTM takes them: no transposing copies around the product."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, pad: tuple[int, int]):
         xn = x.detach().numpy()
-        b, c, t = xn.shape
+        b, t, c = xn.shape
         out, _, k = weight.shape
         xt = np.zeros((b, t + pad[0] + pad[1], c), xn.dtype)  # (B, T + padding, C)
-        xt[:, pad[0] : pad[0] + t] = xn.transpose(0, 2, 1)
+        xt[:, pad[0] : pad[0] + t] = xn
         t_out = xt.shape[1] - k + 1
         s0, s1, s2 = xt.strides
         cols = np.lib.stride_tricks.as_strided(xt, (b, t_out, k, c), (s0, s1, s1, s2)).reshape(b * t_out, k * c)
@@ -81,20 +84,18 @@ class _Conv1dProduct(torch.autograd.Function):
         if bias is not None:
             y += bias.detach().numpy()
         ctx.save = (cols, w, (b, t, c, k, t_out, pad), bias is not None)
-        return torch.from_numpy(np.ascontiguousarray(y.reshape(b, t_out, out).transpose(0, 2, 1)))
+        return torch.from_numpy(y.reshape(b, t_out, out))
 
     @staticmethod
     def backward(ctx, dy):
         cols, w, (b, t, c, k, t_out, pad), has_bias = ctx.save
         out = w.shape[0]
-        dyt = np.ascontiguousarray(dy.detach().numpy().transpose(0, 2, 1)).reshape(b * t_out, out)
+        dyt = np.ascontiguousarray(dy.detach().numpy()).reshape(b * t_out, out)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:  # not for a first layer: the windows need no gradient
-            dcols = np.matmul(dyt, w).reshape(b, t_out, k, c)
-            dxt = np.zeros((b, t_out + k - 1, c), dyt.dtype)
-            for j in range(k):
-                dxt[:, j : j + t_out] += dcols[:, :, j]
-            dx = torch.from_numpy(np.ascontiguousarray(dxt[:, pad[0] : pad[0] + t].transpose(0, 2, 1)))
+            dx = np.empty((b, t, c), dyt.dtype)
+            kernels.conv_input_grad(np.matmul(dyt, w), k, pad[0], dx)
+            dx = torch.from_numpy(dx)
         if ctx.needs_input_grad[1]:
             dw = np.matmul(dyt.T, cols).reshape(out, k, c).transpose(0, 2, 1)  # (out, C, k)
             dw = torch.from_numpy(np.ascontiguousarray(dw))
@@ -106,25 +107,29 @@ class _Conv1dProduct(torch.autograd.Function):
 class Conv1d(nn.Conv1d):
     """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product (:class:`_Conv1dProduct`):
     the product runs on the pinned kernels (pipeline/modeling/numerics.py), oneDNN's convolutions
-    would not. Same parameters and result as ``nn.Conv1d`` up to rounding."""
+    would not. Same parameters and result as ``nn.Conv1d`` up to rounding. The zoo's models call
+    :meth:`channels_last` (windows (B, T, C) as they come, no transposes)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (p,) = self.padding
+        """(B, C, T) -> (B, out, T'), as ``nn.Conv1d``."""
+        return self.channels_last(x.transpose(1, 2), self.padding * 2).transpose(1, 2)
+
+    def channels_last(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+        """(B, T, C) -> (B, T', out), the time axis zero-padded by ``pad`` (before, after)."""
         if self.stride != (1,) or self.dilation != (1,) or self.groups != 1:
             raise ValueError("Conv1d supports stride 1, dilation 1, groups 1")
-        pad = (p, p)
         if torch.jit.is_tracing() or torch.jit.is_scripting() or x.device.type != "cpu":
             return self.reference(x, pad)  # export, or a GPU: torch ops
-        return _Conv1dProduct.apply(x, self.weight, self.bias, pad)
+        return _Conv1dProduct.apply(x, self.weight, self.bias, tuple(pad))
 
     def reference(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-        """The same convolution from torch ops (export, GPU, and the tests' reference)."""
+        """The same convolution from torch ops, channels last (export, GPU, and the tests' reference)."""
         k = self.kernel_size[0]
-        xt = nn.functional.pad(x, pad).transpose(1, 2)  # (B, T, C)
+        xt = nn.functional.pad(x, (0, 0, *pad))  # (B, T + padding, C)
         t_out = xt.shape[1] - k + 1
         cols = torch.cat([xt[:, j : j + t_out] for j in range(k)], dim=2)  # (B, T', k*C), shift-major
         w = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # (out, k*C), same order
-        return nn.functional.linear(cols, w, self.bias).transpose(1, 2)  # (B, out, T')
+        return nn.functional.linear(cols, w, self.bias)  # (B, T', out)
 
 
 class StackedRNN(nn.Module):
@@ -374,8 +379,11 @@ class CNNLSTM(nn.Module):
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, F) -> conv over time on (B, F, T)
-        h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T/2, C)
+        conv1, act1, conv2, act2, pool = self.conv  # channels last throughout: x (B, T, F)
+        h = act1(conv1.channels_last(x, conv1.padding * 2))
+        h = act2(conv2.channels_last(h, conv2.padding * 2))
+        (b, t, c), k = h.shape, pool.kernel_size
+        h = h[:, : t // k * k].reshape(b, t // k, k, c).amax(2)  # the max pool over time: (B, T/k, C)
         _, (hn, _) = self.rnn(h)
         return self.head(self.drop(hn[-1]))
 
@@ -398,8 +406,13 @@ class FCN(nn.Module):
         self.head = nn.Linear(c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x.transpose(1, 2))  # (B, C, T)
-        return self.head(self.drop(h.mean(2)))
+        h, layers = x, list(self.body)  # channels last throughout: x (B, T, F)
+        for i in range(0, len(layers), 4):
+            pad, conv, bn, act = layers[i : i + 4]
+            h = conv.channels_last(h, pad.padding)
+            b, t, c = h.shape
+            h = act(bn(h.reshape(b * t, c))).reshape(b, t, c)  # batch norm over windows and time
+        return self.head(self.drop(h.mean(1)))
 
 
 def transformer(
