@@ -15,6 +15,12 @@ Same data shape as the default demo (480 train / 160 val windows of 90 x 12), mo
 configures them.
 
     python bench/bench_train.py [model ...]
+    python bench/bench_train.py --cost-only [model ...]      # 2. only
+    python bench/bench_train.py --as-avx2-cpu [model ...]    # 2. as on a CPU without AVX-512 (simulated)
+
+``--as-avx2-cpu`` caps every library at AVX2 with its own variables (numpy, OpenBLAS, oneDNN, MKL,
+ATen) on the default side and compiles numba for AVX2 on the pinned side: what an AVX2-only CPU
+(AMD Zen 2/3, most laptops) would pick, on this CPU's cores. A simulation, not a measurement on such a CPU.
 """
 
 from __future__ import annotations
@@ -31,12 +37,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pipeline  # noqa: E402, F401  (pins numpy and OpenBLAS before numpy loads: pipeline/core/cpu.py)
+from pipeline.core.cpu import NUMBA_AVX2, NUMPY_AVX512, PROCESS_ENV  # noqa: E402
 
-if sys.argv[1:3] == ["--child", "default"]:  # the library defaults: numpy and OpenBLAS as this CPU offers
-    from pipeline.core.cpu import PROCESS_ENV
-
+# What every library picks on a CPU without AVX-512 (AMD Zen 2/3, most laptops), set by the libraries'
+# own variables: numpy's AVX2 loops, OpenBLAS's Haswell kernels (Zen's are the same), oneDNN's and
+# MKL's AVX2 code, ATen's AVX2 kernels.
+AVX2_ONLY = {
+    "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512,
+    "OPENBLAS_CORETYPE": "Haswell",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+if sys.argv[1:2] == ["--child"] and sys.argv[2].startswith("default"):  # the library defaults
     for _k in PROCESS_ENV:
         os.environ.pop(_k, None)
+    if sys.argv[2].endswith("avx2"):
+        os.environ.update(AVX2_ONLY)
+elif sys.argv[1:3] == ["--child", "pinned-avx2"]:  # numba's target on such a CPU (before numba loads)
+    os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = NUMBA_AVX2
 import numpy as np  # noqa: E402
 
 N_TRAIN, N_VAL, T, F, C = 480, 160, 90, 12, 4
@@ -103,7 +122,7 @@ def child(mode: str, models: list[str]) -> None:
     from pipeline.modeling import numerics
 
     cfg = dataclasses.replace(TrainParams(), epochs=EPOCHS, patience=EPOCHS)
-    if mode == "pinned":
+    if mode.startswith("pinned"):
         numerics.pin(cfg.threads)
     else:
         numerics.unpinned(cfg.threads)  # same thread count: the cost of the kernels, not of fewer cores
@@ -163,9 +182,9 @@ def library_zoo() -> None:
     zoo.FCN.forward, zoo.CNNLSTM.forward = fcn_forward, cnn_lstm_forward
 
 
-def numerics_cost(models: list[str]) -> None:
+def numerics_cost(models: list[str], avx2: bool = False) -> None:
     def run(mode: str) -> dict[str, float]:
-        cmd = [sys.executable, __file__, "--child", mode, *models]
+        cmd = [sys.executable, __file__, "--child", mode + ("-avx2" if avx2 else ""), *models]
         return json.loads(
             subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         )
@@ -176,6 +195,7 @@ def numerics_cost(models: list[str]) -> None:
     print(
         f"CPU: {cpu_model()} (CPU time per epoch, 1 thread, best of {ROUNDS} interleaved rounds, "
         "hparams from params.yaml)"
+        + ("; SIMULATED AVX2-only CPU: every library capped at AVX2 by its own variables" if avx2 else "")
     )
     for m in models:
         print(
@@ -190,7 +210,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3:])
     else:
-        chosen = [a for a in sys.argv[1:] if a != "--cost-only"] or list(MODELS)
-        if "--cost-only" not in sys.argv:
+        chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(MODELS)
+        if "--cost-only" not in sys.argv and "--as-avx2-cpu" not in sys.argv:
             loop_overhead(chosen[0])
-        numerics_cost(chosen)
+        numerics_cost(chosen, avx2="--as-avx2-cpu" in sys.argv)

@@ -12,8 +12,8 @@ numpy, OpenBLAS and numba are pinned for every process at ``import pipeline``
   branch for the products torch computes inside its own kernels;
 * ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2 and AVX-512 CPU runs
   the same AVX2 kernels; a CPU without AVX2 is warned about);
-* recurrent layers: our own kernels (pipeline/modeling/kernels.py: numba code compiled for one
-  fixed target, products as fused multiply-adds in a fixed order, our own ``exp``), not torch's,
+* recurrent layers: our own kernels (pipeline/modeling/kernels.py: numba code without ``fastmath``,
+  products as fused multiply-adds in a fixed order, our own ``exp``), not torch's,
   whose oneDNN kernels are generated for the CPU at run time (capped at AVX2 they pick brgemm
   kernels whose K-blocking follows the L2 cache size). No model runs oneDNN;
   ``ONEDNN_MAX_CPU_ISA=AVX`` stays as a guard;
