@@ -139,13 +139,16 @@ def torch_ops(ops: dict[str, str]) -> None:
         x.grad = None
     torch.manual_seed(0)
     conv = zoo.Conv1d(12, 64, 5, padding=2)
-    y = conv(x.transpose(1, 2))
+    y = conv.channels_last(x, (2, 2))  # as the models call it: (B, T, C)
     y.square().sum().backward()
     ops["zoo.conv1d.forward"] = _h(y)
     ops["zoo.conv1d.backward"] = _h(x.grad, conv.weight.grad, conv.bias.grad)
     x.grad = None
     bn = torch.nn.BatchNorm1d(64)
-    ops["torch.batchnorm"] = _h(bn(y.detach()))
+    rows = y.detach().reshape(-1, 64).requires_grad_()  # fcn: over windows x time, channels last
+    z = bn(rows)
+    z.square().sum().backward()
+    ops["torch.batchnorm"] = _h(z, rows.grad, bn.weight.grad, bn.bias.grad)
     torch.manual_seed(0)
     block = zoo.EncoderBlock(32, 4, 64, 0.1).train()
     h = r(16, 90, 32).requires_grad_()
