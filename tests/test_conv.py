@@ -50,6 +50,8 @@ def test_a_transposed_input_and_the_export_path_agree():
 def test_rejects_what_it_does_not_compute():
     with pytest.raises(ValueError, match="stride 1, dilation 1, groups 1"):
         Conv1d(4, 4, 3, stride=2)(torch.randn(1, 4, 9))
+    with pytest.raises(ValueError, match="padding given in steps"):
+        Conv1d(4, 4, 3, padding="same")(torch.randn(1, 4, 9))
 
 
 @pytest.mark.parametrize("pad", [(3, 4), (0, 0), (2, 1)])  # fcn's "same" padding of an even kernel: (3, 4)

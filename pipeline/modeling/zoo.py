@@ -116,8 +116,8 @@ class Conv1d(nn.Conv1d):
 
     def channels_last(self, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
         """(B, T, C) -> (B, T', out), the time axis zero-padded by ``pad`` (before, after)."""
-        if self.stride != (1,) or self.dilation != (1,) or self.groups != 1:
-            raise ValueError("Conv1d supports stride 1, dilation 1, groups 1")
+        if self.stride != (1,) or self.dilation != (1,) or self.groups != 1 or isinstance(self.padding, str):
+            raise ValueError("Conv1d supports stride 1, dilation 1, groups 1 and padding given in steps")
         if torch.jit.is_tracing() or torch.jit.is_scripting() or x.device.type != "cpu":
             return self.reference(x, pad)  # export, or a GPU: torch ops
         return _Conv1dProduct.apply(x, self.weight, self.bias, tuple(pad))
