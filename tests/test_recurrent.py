@@ -82,3 +82,14 @@ def test_the_export_loop_computes_the_same_layer(cell):
 def test_rejects_an_unknown_cell():
     with pytest.raises(ValueError, match="unknown recurrent cell 'lstmx'"):
         Recurrent("lstmx", 3, 4)
+
+
+def test_an_input_changed_in_place_before_backward_is_refused():
+    """The weight gradients need the layer's input as it was: autograd refuses a backward pass after
+    an in-place change of it (instead of computing wrong gradients silently)."""
+    m = Recurrent("lstm", 5, 7, bidirectional=True)
+    x = torch.nn.Linear(5, 5)(torch.randn(3, 11, 5))
+    out, _ = m(x)
+    x.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

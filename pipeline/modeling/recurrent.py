@@ -83,7 +83,8 @@ class _Recurrence(torch.autograd.Function):
         x2 = n(x).reshape(b * t_len, f)
         xa = np.matmul(x2, wi.reshape(d * g, f).T).reshape(b, t_len, d, g)  # one product for every step
         out, st = _forward(cell, xa, wh, bi, bh)
-        ctx.cell, ctx.state, ctx.x2, ctx.w = cell, st, x2, (wi, wh)
+        ctx.save_for_backward(x)  # for the weight gradient; autograd refuses it if x is changed in place
+        ctx.cell, ctx.state, ctx.w = cell, st, (wi, wh)
         outs = [torch.from_numpy(out), torch.from_numpy(st["h_n"])]
         if cell == "lstm":
             outs.append(torch.from_numpy(st["c_n"]))
@@ -91,10 +92,11 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, d_hn, d_cn=None):
-        st, x2, (wi, wh) = ctx.state, ctx.x2, ctx.w
+        st, (wi, wh) = ctx.state, ctx.w
         d, g, f = wi.shape
         dy = np.ascontiguousarray(d_out.detach().numpy())  # (B, T, D*H)
         b, t_len = dy.shape[:2]
+        x2 = ctx.saved_tensors[0].detach().contiguous().numpy().reshape(b * t_len, f)
         dc = np.array(d_cn.numpy()) if ctx.cell == "lstm" else None  # copies: the kernels overwrite them
         dgi, dgh = _backward(ctx.cell, st, wh, dy, np.array(d_hn.numpy()), dc)
         gi = dgi.reshape(b * t_len, d * g)
