@@ -1,7 +1,8 @@
-"""The zoo's convolution (pipeline/modeling/zoo.Conv1d: one pinned product, forward and backward in
-numpy) computes torch's ``nn.Conv1d``: the same outputs and gradients of input, kernel and bias,
+"""The zoo's convolution (pipeline/modeling/zoo.Conv1d: one product on our own kernels, forward and
+backward) computes torch's ``nn.Conv1d``: the same outputs and gradients of input, kernel and bias,
 with and without padding and bias, in float64 and float32; the torch-ops path used for export and
-GPUs agrees with it."""
+GPUs agrees with it; the product (pipeline/modeling/kernels.matmul) is one fused multiply-add chain
+per element."""
 
 from __future__ import annotations
 
@@ -72,3 +73,60 @@ def test_channels_last_is_the_same_convolution(pad):
     grads_ref = torch.autograd.grad((y_ref * w).sum(), [x, *ref.parameters()])
     for g, g_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("m", "k", "n"), [(29, 1100, 77), (13, 5, 3), (1, 1, 1), (4, 0, 6), (2880, 40, 64)])
+def test_the_product_is_one_fused_multiply_add_chain_per_element(m, k, n, dtype):
+    """kernels.matmul: every element the chain fma(a[i, K-1], b[K-1, j], ... fma(a[i, 0], b[0, j], 0)),
+    whatever the tile or block it falls in (sizes off every tile; k across blocks; a strided, as the
+    weight gradient passes it): the CPU-independent definition the fingerprint relies on."""
+    import numpy as np
+    from numba import njit
+
+    from pipeline.modeling import kernels
+
+    @njit(cache=False)
+    def chains(a, b, out):
+        for i in range(a.shape[0]):
+            for j in range(b.shape[1]):
+                s = a.dtype.type(0)
+                for kk in range(a.shape[1]):
+                    s = kernels.fma(a[i, kk], b[kk, j], s)
+                out[i, j] = s
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(k, m)).astype(dtype).T, rng.normal(size=(k, n)).astype(dtype)
+    got, want = np.full((m, n), np.nan, dtype), np.zeros((m, n), dtype)
+    kernels.matmul(a, b, got)
+    chains(a, b, want)
+    assert got.tobytes() == want.tobytes()
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-3, atol=1e-3)
+
+
+def test_the_product_refuses_shapes_that_do_not_match():
+    import numpy as np
+
+    from pipeline.modeling import kernels
+
+    a, b = np.ones((3, 4), np.float32), np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        kernels.matmul(a, b, np.empty((3, 2), np.float32))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        kernels.matmul(a, np.ones((2, 4), np.float32).T, np.empty((3, 2), np.float32))
+
+
+def test_inference_and_training_give_the_same_convolution_and_a_second_backward_is_refused():
+    """The shifted copies go back to a scratch pool after the backward pass (or at once without
+    gradients): the same values either way, and a second backward through the graph, which would
+    read reused memory, stops with a clear error instead."""
+    torch.manual_seed(3)
+    conv = Conv1d(6, 9, 5)
+    x = torch.randn(4, 30, 6, requires_grad=True)
+    y = conv.channels_last(x, (2, 2))
+    with torch.no_grad():
+        y_inf = conv.channels_last(x, (2, 2))
+    assert torch.equal(y, y_inf)
+    y.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        y.sum().backward()

@@ -105,7 +105,13 @@ for dt in (np.float32,):  # what training runs (float64 compiles as long again)
             h.update(a.tobytes())
     dx = np.zeros((b, t, 6), dt)
     K.conv_input_grad(r(b * (t - 2), 5 * 6), 5, 2, dx)
-    h.update(dx.tobytes())
+    cols = np.zeros((b * (t - 2), 5 * 6), dt)
+    K.conv_columns(r(b, t, 6), 5, 1, cols)
+    h.update(dx.tobytes() + cols.tobytes())
+    for m, k, n in ((29, 1100, 77), (2, 3, 1)):  # every tile height and width; k across blocks
+        a, w, out = r(k, m).T, r(k, n), np.zeros((m, n), dt)  # a strided, as the weight gradient's
+        K.matmul(a, w, out)
+        h.update(out.tobytes())
 if sys.argv[4] == "minirocket":
     from pipeline.modeling.baselines import _strict_kernels
     fit, transform = _strict_kernels()

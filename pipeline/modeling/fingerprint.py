@@ -108,6 +108,10 @@ def numba_ops(ops: dict[str, str]) -> None:
     x = np.concatenate([rng.normal(scale=4.0, size=4000), np.linspace(-120, 120, 1001), [-np.inf, np.inf, 0.0]])
     for dt in (np.float32, np.float64):
         ops[f"kernels.exp_sigmoid_tanh.{np.dtype(dt).name}"] = _h(activations(x.astype(dt)))
+        a, b = rng.normal(size=(301, 77)).astype(dt), rng.normal(size=(77, 61)).astype(dt)
+        out = np.empty((301, 61), dt)  # sizes off every tile: each row and column path
+        kernels.matmul(a, b, out)
+        ops[f"kernels.matmul.{np.dtype(dt).name}"] = _h(out)
 
 
 def torch_ops(ops: dict[str, str]) -> None:

@@ -1,6 +1,6 @@
 """Compiled time loops of the recurrent layers (pipeline/modeling/recurrent.py): one call runs
-every step of a layer's forward pass, one call its back-propagation through time; and the one
-pass of the zoo's convolution that is not a matrix product (pipeline/modeling/zoo.py).
+every step of a layer's forward pass, one call its back-propagation through time; and the zoo's
+convolution (pipeline/modeling/zoo.py): its matrix products (:func:`matmul`) and passes.
 
 The same bytes on every x86-64 CPU because nothing here depends on the CPU it runs on:
 
@@ -25,7 +25,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import config, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from pipeline.core.cpu import NUMBA_AVX512
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -412,3 +415,149 @@ def conv_input_grad(dcols, k_n, pad, dx):
                     r = b * t_out + tp
                     for c in range(c_n):
                         dx[b, t, c] += dcols[r, j * c_n + c]
+
+
+@njit(**_JIT)
+def conv_columns(x, k_n, pad, cols):
+    """The k shifted copies of the windows side by side, zero-padded: cols (B*T', k*C),
+    cols[b * T' + t, j * C + c] = x[b, t + j - pad, c] (0 outside the window). x (B, T, C)."""
+    b_n, t_n, c_n = x.shape
+    t_out = cols.shape[0] // b_n
+    for b in range(b_n):
+        for t in range(t_out):
+            r = b * t_out + t
+            for j in range(k_n):
+                ti = t + j - pad
+                if 0 <= ti < t_n:
+                    for c in range(c_n):
+                        cols[r, j * c_n + c] = x[b, ti, c]
+                else:
+                    for c in range(c_n):
+                        cols[r, j * c_n + c] = 0
+
+
+# --- matrix product -----------------------------------------------------------------------------------
+# Every element of out = a @ b is one chain of fused multiply-adds over k in order, from 0: the bytes do
+# not depend on the CPU nor on the blocking below, which only decides which elements are computed
+# together. A tile of rows x columns is held in vector registers while k runs (12 x 32 float32 fill 24
+# of AVX-512's 32 registers, 6 x 16 fill 12 of AVX2's 16); k runs in blocks whose slice of b stays in
+# the L1 cache, the tile stored to ``out`` between blocks and loaded back (exact: the chain goes on from
+# the same float).
+_ROWS, _LANES = (12, 32) if NUMBA_AVX512[0] == config.CPU_NAME else (6, 16)  # lanes: float32 columns
+_BLOCK_BYTES = 64 * 1024  # of b per block of k
+
+
+def _emit_tile(context, builder, spec, rows: int, i0, j0, k0, k1) -> None:
+    """IR: out[i0 : i0+rows, cols] += a[i0 : i0+rows, k0:k1] @ b[k0:k1, cols], cols = j0 .. j0+width,
+    each element's terms in order of k (one fused multiply-add each)."""
+    (a_data, a_s0, a_s1), (b_data, b_s0), (c_data, c_s0), dtype, width = spec
+    intp = context.get_value_type(types.intp)
+    size = context.get_abi_sizeof(dtype)
+    vec = ir.VectorType(dtype, width)
+    vptr = vec.as_pointer()
+    idx = ir.IntType(32)
+    col = builder.mul(j0, ir.Constant(intp, size))
+    a_rows, c_rows, accs = [], [], []
+    for r in range(rows):
+        i = builder.add(i0, ir.Constant(intp, r))
+        a_rows.append(builder.gep(a_data, [builder.mul(i, a_s0)]))
+        c_rows.append(builder.bitcast(builder.gep(c_data, [builder.add(builder.mul(i, c_s0), col)]), vptr))
+        accs.append(cgutils.alloca_once(builder, vec))
+        builder.store(builder.load(c_rows[-1], align=size), accs[-1])
+    b_col = builder.gep(b_data, [col])
+    splat = ir.Constant(ir.VectorType(idx, width), [0] * width)
+    undef = ir.Constant(vec, ir.Undefined)
+    if config.CPU_NAME == "generic":  # no FMA (bytes differ there anyway): as the scalar fma above
+
+        def fma(x, y, z):
+            return builder.fadd(builder.fmul(x, y), z)
+    else:
+        name = f"llvm.fma.v{width}{'f32' if isinstance(dtype, ir.FloatType) else 'f64'}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+
+        def fma(x, y, z):
+            return builder.call(fn, [x, y, z])
+
+    with cgutils.for_range_slice(builder, k0, k1, ir.Constant(intp, 1), intp) as (k, _):
+        bv = builder.load(builder.bitcast(builder.gep(b_col, [builder.mul(k, b_s0)]), vptr), align=size)
+        ak = builder.mul(k, a_s1)
+        for a_row, acc in zip(a_rows, accs, strict=True):
+            av = builder.load(builder.bitcast(builder.gep(a_row, [ak]), dtype.as_pointer()))
+            av = builder.shuffle_vector(builder.insert_element(undef, av, ir.Constant(idx, 0)), undef, splat)
+            builder.store(fma(av, bv, builder.load(acc)), acc)
+    for c_row, acc in zip(c_rows, accs, strict=True):
+        builder.store(builder.load(acc), c_row, align=size)
+
+
+@intrinsic(prefer_literal=True)
+def _panel(typingctx, a, b, out, j0, lanes):
+    """out[:, j0 : j0+w] += a @ b[:, j0 : j0+w], w = ``lanes`` float32 columns (half as many float64,
+    at least 1): k in blocks, each over every row, in tiles of _ROWS rows, then 4, then 1."""
+    arrays = (a, b, out)
+    if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays) and a.dtype == b.dtype == out.dtype):
+        return None
+    if a.dtype not in (types.float32, types.float64) or not isinstance(lanes, types.IntegerLiteral):
+        return None
+    width = max(lanes.literal_value * 32 // a.dtype.bitwidth, 1)  # as _columns
+    k_block = max(_BLOCK_BYTES // (width * a.dtype.bitwidth // 8), 1)
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        arr = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
+        data = [builder.bitcast(x.data, i8p) for x in arr]
+        m_n, k_n = cgutils.unpack_tuple(builder, arr[0].shape, 2)
+        a_s0, a_s1 = cgutils.unpack_tuple(builder, arr[0].strides, 2)
+        b_s0 = cgutils.unpack_tuple(builder, arr[1].strides, 2)[0]
+        c_s0 = cgutils.unpack_tuple(builder, arr[2].strides, 2)[0]
+        spec = ((data[0], a_s0, a_s1), (data[1], b_s0), (data[2], c_s0), context.get_value_type(a.dtype), width)
+        j = context.cast(builder, args[3], sig.args[3], types.intp)
+        step = ir.Constant(intp, k_block)
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), k_n, step, intp) as (k0, _):
+            k1 = builder.add(k0, step)
+            k1 = builder.select(builder.icmp_signed("<", k1, k_n), k1, k_n)
+            start = ir.Constant(intp, 0)
+            for rows in (_ROWS, 4, 1):
+                tile = ir.Constant(intp, rows)
+                stop = builder.add(start, builder.mul(builder.sdiv(builder.sub(m_n, start), tile), tile))
+                with cgutils.for_range_slice(builder, start, stop, tile, intp) as (i0, _):
+                    _emit_tile(context, builder, spec, rows, i0, j, k0, k1)
+                start = stop
+        return context.get_dummy_value()
+
+    return types.none(a, b, out, j0, lanes), codegen
+
+
+@njit(inline="always")
+def _columns(lanes, itemsize):
+    return max(lanes * 4 // itemsize, 1)
+
+
+@njit(**_JIT)
+def matmul(a, b, out):
+    """out = a @ b, each element one chain of fused multiply-adds over k in order (see above): the
+    same bytes on every CPU. a (M, K) any strides; b (K, N) and out (M, N) with contiguous rows."""
+    m_n, k_n = a.shape
+    n_n = b.shape[1]
+    if b.shape[0] != k_n or out.shape[0] != m_n or out.shape[1] != n_n:
+        raise ValueError("matmul: shapes do not match")
+    if m_n * n_n * k_n > 0 and n_n > 1 and (b.strides[1] != b.itemsize or out.strides[1] != out.itemsize):
+        raise ValueError("matmul: b and out need contiguous rows")
+    out[:] = 0
+    j0 = 0
+    size = a.itemsize
+    while j0 + _columns(_LANES, size) <= n_n:
+        _panel(a, b, out, j0, _LANES)
+        j0 += _columns(_LANES, size)
+    while j0 + _columns(16, size) <= n_n:
+        _panel(a, b, out, j0, 16)
+        j0 += _columns(16, size)
+    while j0 + _columns(8, size) <= n_n:
+        _panel(a, b, out, j0, 8)
+        j0 += _columns(8, size)
+    while j0 + _columns(4, size) <= n_n:
+        _panel(a, b, out, j0, 4)
+        j0 += _columns(4, size)
+    while j0 < n_n:
+        _panel(a, b, out, j0, 1)
+        j0 += 1

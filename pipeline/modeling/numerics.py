@@ -4,12 +4,14 @@ on any x86-64 CPU with AVX2, Intel or AMD.
 numpy, OpenBLAS and numba are pinned for every process at ``import pipeline``
 (pipeline/core/cpu.py). :func:`pin` adds torch's side, before torch loads:
 
-* matrix products (``mm``, ``addmm``, ``bmm``: every ``nn.Linear``, attention product and the
-  zoo's convolutions) run on OpenBLAS's AVX2 (Haswell) kernels through numpy, one thread: the
+* matrix products (``mm``, ``addmm``, ``bmm``: every ``nn.Linear`` and attention product) run on
+  OpenBLAS's AVX2 (Haswell) kernels through numpy, one thread: the
   same kernels OpenBLAS picks on AMD (Zen) and, unlike MKL, no vendor check. MKL's fast
   reproducible branches (AVX2, AVX-512) exist on Intel processors only; its one cross-vendor
   branch (COMPATIBLE, SSE2) doubled the transformer's training time. MKL stays pinned to that
-  branch for the products torch computes inside its own kernels;
+  branch for the products torch computes inside its own kernels. The zoo's convolutions, the
+  largest products, run on our own (pipeline/modeling/kernels.matmul: one fused multiply-add chain
+  per element, AVX-512 vectors where the CPU has them, the same bytes);
 * ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2 and AVX-512 CPU runs
   the same AVX2 kernels; a CPU without AVX2 is warned about);
 * recurrent layers: our own kernels (pipeline/modeling/kernels.py: numba code without ``fastmath``,

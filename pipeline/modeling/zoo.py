@@ -9,6 +9,8 @@ at start-up (pipeline/modeling/registry.py names the builders; this module impor
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,57 +60,94 @@ class AdditiveAttention(nn.Module):
         return context, weights
 
 
+class _Scratch:
+    """Arrays the convolution needs only inside one training step (its shifted copies and their
+    gradient: megabytes per layer), kept for the next step: a fresh array of that size is new
+    memory from the system, whose first touch costs a page fault every 4 KB (measured: a third of
+    fcn's convolution time). Bounded: at most ``keep`` arrays."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self.free: dict[tuple, list[np.ndarray]] = {}
+        self.keep = keep
+        self.lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        with self.lock:
+            arrays = self.free.get((shape, np.dtype(dtype)))
+            if arrays:
+                return arrays.pop()
+        return np.empty(shape, dtype)
+
+    def give(self, a: np.ndarray) -> None:
+        with self.lock:
+            if sum(map(len, self.free.values())) < self.keep:
+                self.free.setdefault((a.shape, a.dtype), []).append(a)
+
+
+_SCRATCH = _Scratch()
+
+
 class _Conv1dProduct(torch.autograd.Function):
     """A 1-d convolution (stride 1) of channels-last windows, (B, T, C) -> (B, T', out), as one matrix
-    product on the pinned OpenBLAS kernels, forward and backward written out in numpy: the k shifted
-    copies of the zero-padded input side by side (B*T', k*C) times the kernel (k*C, out); back, the
-    kernel's gradient is one product and the input's one product and one compiled pass
-    (kernels.conv_input_grad). Built on torch ops instead, autograd gave every shifted slice a
-    zero-filled gradient of the whole input and the output a transposed layout that made batch norm
-    and ReLU take slow paths: half of fcn's training step. Channels last, as the windows come and the
-    LSTM takes them: no transposing copies around the product."""
+    product: the k shifted copies of the input side by side, zero-padded (B*T', k*C), times the
+    kernel (k*C, out); back, the kernel's gradient is one product and the input's one product and
+    one compiled pass. Products and passes are pipeline/modeling/kernels.py's (the products: one
+    fused multiply-add chain per element, the same bytes on every CPU, on AVX-512 at its width: 1.3-1.6x
+    OpenBLAS's AVX2 kernels, which the pinned numerics would otherwise run). Built on torch ops,
+    autograd gave every shifted slice a zero-filled gradient of the whole input and the output a
+    transposed layout that made batch norm and ReLU take slow paths. Channels last, as the windows
+    come and the LSTM takes them: no transposing copies around the product."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, pad: tuple[int, int]):
         xn = x.detach().numpy()
         b, t, c = xn.shape
         out, _, k = weight.shape
-        xt = np.zeros((b, t + pad[0] + pad[1], c), xn.dtype)  # (B, T + padding, C)
-        xt[:, pad[0] : pad[0] + t] = xn
-        t_out = xt.shape[1] - k + 1
-        s0, s1, s2 = xt.strides
-        cols = np.lib.stride_tricks.as_strided(xt, (b, t_out, k, c), (s0, s1, s1, s2)).reshape(b * t_out, k * c)
-        cols = np.ascontiguousarray(cols)  # for one window the reshape is a view of overlapping rows: not BLAS
-        w = np.ascontiguousarray(weight.detach().numpy().transpose(0, 2, 1)).reshape(out, k * c)  # shift-major
-        y = np.matmul(cols, w.T)  # (B*T', out)
+        t_out = t + pad[0] + pad[1] - k + 1
+        cols = _SCRATCH.take((b * t_out, k * c), xn.dtype)
+        kernels.conv_columns(xn, k, pad[0], cols)
+        wt = np.ascontiguousarray(weight.detach().numpy().transpose(2, 1, 0)).reshape(k * c, out)  # shift-major
+        y = np.empty((b * t_out, out), xn.dtype)
+        kernels.matmul(cols, wt, y)
         if bias is not None:
             y += bias.detach().numpy()
-        ctx.save = (cols, w, (b, t, c, k, t_out, pad), bias is not None)
+        if any(ctx.needs_input_grad):
+            ctx.save = (cols, wt, (b, t, c, k, t_out, pad), bias is not None)
+        else:  # inference: nothing to keep
+            _SCRATCH.give(cols)
         return torch.from_numpy(y.reshape(b, t_out, out))
 
     @staticmethod
     def backward(ctx, dy):
-        cols, w, (b, t, c, k, t_out, pad), has_bias = ctx.save
-        out = w.shape[0]
+        if ctx.save is None:  # its columns went back to _SCRATCH after the first backward
+            raise RuntimeError("zoo.Conv1d: a second backward through the same graph (retain_graph) is not supported")
+        cols, wt, (b, t, c, k, t_out, pad), has_bias = ctx.save
+        ctx.save = None
+        out = wt.shape[1]
         dyt = np.ascontiguousarray(dy.detach().numpy()).reshape(b * t_out, out)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:  # not for a first layer: the windows need no gradient
+            dcols = _SCRATCH.take((b * t_out, k * c), dyt.dtype)
+            kernels.matmul(dyt, np.ascontiguousarray(wt.T), dcols)
             dx = np.empty((b, t, c), dyt.dtype)
-            kernels.conv_input_grad(np.matmul(dyt, w), k, pad[0], dx)
+            kernels.conv_input_grad(dcols, k, pad[0], dx)
+            _SCRATCH.give(dcols)
             dx = torch.from_numpy(dx)
         if ctx.needs_input_grad[1]:
-            dw = np.matmul(dyt.T, cols).reshape(out, k, c).transpose(0, 2, 1)  # (out, C, k)
-            dw = torch.from_numpy(np.ascontiguousarray(dw))
+            dwt = np.empty((k * c, out), dyt.dtype)  # as wt: (k*C, out)
+            kernels.matmul(cols.T, dyt, dwt)
+            dw = torch.from_numpy(np.ascontiguousarray(dwt.reshape(k, c, out).transpose(2, 1, 0)))  # (out, C, k)
         if has_bias and ctx.needs_input_grad[2]:
             db = torch.from_numpy(dyt.sum(axis=0))
+        _SCRATCH.give(cols)
         return dx, dw, db, None
 
 
 class Conv1d(nn.Conv1d):
     """``nn.Conv1d`` (stride 1, zero padding) computed as one matrix product (:class:`_Conv1dProduct`):
-    the product runs on the pinned kernels (pipeline/modeling/numerics.py), oneDNN's convolutions
-    would not. Same parameters and result as ``nn.Conv1d`` up to rounding. The zoo's models call
-    :meth:`channels_last` (windows (B, T, C) as they come, no transposes)."""
+    the product runs on our own CPU-independent kernels, oneDNN's convolutions would not. Same
+    parameters and result as ``nn.Conv1d`` up to rounding. The zoo's models call :meth:`channels_last`
+    (windows (B, T, C) as they come, no transposes)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, out, T'), as ``nn.Conv1d``."""
