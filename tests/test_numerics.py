@@ -209,20 +209,27 @@ MATMULS = """
 from pipeline.modeling import numerics
 numerics.pin(1)
 import numpy as np, torch
+from pipeline.modeling.kernels import product
 g = torch.Generator().manual_seed(0)
 a, b, c = torch.randn(70, 33, generator=g), torch.randn(33, 50, generator=g), torch.randn(50, generator=g)
 x, y = torch.randn(4, 70, 33, generator=g), torch.randn(4, 33, 9, generator=g)
-assert torch.equal(a @ b, torch.from_numpy(a.numpy() @ b.numpy()))
-assert torch.equal(torch.nn.functional.linear(a, b.T, c), torch.from_numpy(a.numpy() @ b.numpy()) + c)
-assert torch.equal(torch.bmm(x, y), torch.from_numpy(x.numpy() @ y.numpy()))
+P = lambda u, v: torch.from_numpy(product(u.numpy(), v.numpy()))
+assert torch.equal(a @ b, P(a, b))
+assert not torch.equal(a @ b, torch.from_numpy(a.numpy() @ b.numpy()))  # not numpy's (OpenBLAS) order
+assert torch.equal(torch.nn.functional.linear(a, b.T, c), P(a, b) + c)
+assert torch.equal(torch.bmm(x, y), P(x, y))
+assert torch.equal(x @ y, P(x, y))
 w = b.clone().requires_grad_()
 (a @ w).square().sum().backward()
-assert torch.equal(w.grad, torch.from_numpy(a.numpy().T @ (2 * (a @ b)).numpy()))
+assert torch.equal(w.grad, P(a.T.contiguous(), 2 * (a @ b)))
+torch.testing.assert_close(a @ b, torch.from_numpy(a.numpy().astype(np.float64) @ b.numpy().astype(np.float64)).float())
 print("ok")
 """
 
 
-def test_matrix_products_run_on_the_pinned_openblas_kernels():
+def test_matrix_products_run_on_our_own_product_kernel():
+    """torch's mm, addmm and bmm (every nn.Linear, attention product, and their gradients) run on
+    kernels.matmul once numerics.pin() has run: its bytes, not OpenBLAS's or MKL's."""
     res = subprocess.run(
         [sys.executable, "-c", MATMULS], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
     )

@@ -561,3 +561,26 @@ def matmul(a, b, out):
     while j0 < n_n:
         _panel(a, b, out, j0, 1)
         j0 += 1
+
+
+@njit(**_JIT)
+def batched_matmul(a, b, out):
+    """out[i] = a[i] @ b[i] for every i (:func:`matmul`), in one call."""
+    if b.shape[0] != a.shape[0] or out.shape[0] != a.shape[0]:
+        raise ValueError("matmul: batch sizes do not match")
+    for i in range(a.shape[0]):
+        matmul(a[i], b[i], out[i])
+
+
+def product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-d or (batched) 3-d float arrays of one dtype, on :func:`matmul`: a new array.
+    b is copied first if its rows are not contiguous (a weight's transpose: small)."""
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64) or a.ndim != b.ndim or a.ndim not in (2, 3):
+        raise ValueError(
+            f"product: float32/float64 arrays of one dtype, 2-d or 3-d; got {a.dtype} {a.shape}, {b.dtype} {b.shape}"
+        )
+    if b.shape[-1] > 1 and b.strides[-1] != b.itemsize:
+        b = np.ascontiguousarray(b)
+    out = np.empty((*a.shape[:-1], b.shape[-1]), a.dtype)
+    (matmul if a.ndim == 2 else batched_matmul)(a, b, out)
+    return out

@@ -4,14 +4,15 @@ on any x86-64 CPU with AVX2, Intel or AMD.
 numpy, OpenBLAS and numba are pinned for every process at ``import pipeline``
 (pipeline/core/cpu.py). :func:`pin` adds torch's side, before torch loads:
 
-* matrix products (``mm``, ``addmm``, ``bmm``: every ``nn.Linear`` and attention product) run on
-  OpenBLAS's AVX2 (Haswell) kernels through numpy, one thread: the
-  same kernels OpenBLAS picks on AMD (Zen) and, unlike MKL, no vendor check. MKL's fast
-  reproducible branches (AVX2, AVX-512) exist on Intel processors only; its one cross-vendor
-  branch (COMPATIBLE, SSE2) doubled the transformer's training time. MKL stays pinned to that
-  branch for the products torch computes inside its own kernels. The zoo's convolutions, the
-  largest products, run on our own (pipeline/modeling/kernels.matmul: one fused multiply-add chain
-  per element, AVX-512 vectors where the CPU has them, the same bytes);
+* matrix products (``mm``, ``addmm``, ``bmm``: every ``nn.Linear`` and attention product, the
+  recurrent layers' and the convolutions' products) run on our own product kernel
+  (pipeline/modeling/kernels.matmul: every element one chain of fused multiply-adds over k in
+  order, so the same bytes whatever vector width the CPU computes it with; AVX-512 where the CPU
+  has it). Not MKL: its fast reproducible branches (AVX2, AVX-512) exist on Intel processors only
+  and its one cross-vendor branch (COMPATIBLE, SSE2) doubled the transformer's training time; MKL
+  stays pinned to that branch for any product torch computes inside its own kernels. Not OpenBLAS
+  (pinned to its AVX2 kernels, the same bytes on every CPU too, and what these products ran on
+  until 2026-12-03): on an AVX-512 CPU ours is 1.3-1.6x faster;
 * ATen's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2`` (every AVX2 and AVX-512 CPU runs
   the same AVX2 kernels; a CPU without AVX2 is warned about);
 * recurrent layers: our own kernels (pipeline/modeling/kernels.py: numba code without ``fastmath``,
@@ -68,7 +69,7 @@ def _pin_torch(threads: int) -> None:
     torch.backends.mkldnn.enabled = True  # capped by ONEDNN_MAX_CPU_ISA above
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    route_matmuls_to_openblas()
+    route_matmuls()
     cap = torch.backends.cpu.get_cpu_capability()
     if cap != "AVX2":
         log.warning(
@@ -81,10 +82,11 @@ def _np(t):
 
 
 def _mm(a, b):
-    import numpy as np
     import torch
 
-    return torch.from_numpy(np.matmul(_np(a), _np(b)))  # float32/float64: OpenBLAS sgemm/dgemm
+    from pipeline.modeling import kernels
+
+    return torch.from_numpy(kernels.product(_np(a), _np(b)))
 
 
 def _addmm(bias, a, b, *, beta=1, alpha=1):
@@ -96,7 +98,7 @@ def _addmm(bias, a, b, *, beta=1, alpha=1):
     return out.add_(bias if beta == 1 else bias * beta)
 
 
-def route_matmuls_to_openblas() -> None:
+def route_matmuls() -> None:
     """Replace torch's CPU kernels of ``mm``, ``addmm`` and ``bmm`` (MKL) by numpy's matmul
     (OpenBLAS, pinned to its AVX2 kernels and one thread by pipeline/core/cpu.py)."""
     global _library

@@ -3,10 +3,11 @@
 torch's CPU recurrent layers run oneDNN kernels, which are generated for the CPU at run time:
 their speed and, capped at the instruction sets Intel and AMD share, also their blocking (the
 order of the sums) follow the CPU they find. Here the input projections of every step are one
-pinned OpenBLAS product (pipeline/core/cpu.py), the time loops compiled code that sums in one fixed
-order (pipeline/modeling/kernels.py: forward, and back-propagation through time without an autograd
-graph per step), and the weight gradients one product over all steps; so the same seed trains the
-same bytes on any such CPU. The arrays stay batch first, as torch hands them over: no layout copies.
+product (pipeline/modeling/kernels.matmul: the same bytes on every CPU), the time loops compiled
+code that sums in one fixed order (pipeline/modeling/kernels.py: forward, and back-propagation
+through time without an autograd graph per step), and the weight gradients one product over all
+steps; so the same seed trains the same bytes on any such CPU. The arrays stay batch first, as
+torch hands them over: no layout copies.
 
 Same equations, parameter shapes (stacked over directions) and initialisation as torch's
 ``nn.LSTM``/``nn.GRU``/``nn.RNN`` with ``batch_first=True``; tests/test_recurrent.py checks the
@@ -81,7 +82,7 @@ class _Recurrence(torch.autograd.Function):
         wi, wh, bi, bh = n(w_ih), n(w_hh), n(b_ih), n(b_hh)
         (d, g, f), (b, t_len) = wi.shape, x.shape[:2]
         x2 = n(x).reshape(b * t_len, f)
-        xa = np.matmul(x2, wi.reshape(d * g, f).T).reshape(b, t_len, d, g)  # one product for every step
+        xa = kernels.product(x2, wi.reshape(d * g, f).T).reshape(b, t_len, d, g)  # one product for every step
         out, st = _forward(cell, xa, wh, bi, bh)
         ctx.save_for_backward(x)  # for the weight gradient; autograd refuses it if x is changed in place
         ctx.cell, ctx.state, ctx.w = cell, st, (wi, wh)
@@ -102,12 +103,12 @@ class _Recurrence(torch.autograd.Function):
         gi = dgi.reshape(b * t_len, d * g)
         dx = None
         if ctx.needs_input_grad[1]:  # not for a first layer: the windows need no gradient
-            dx = np.matmul(gi, wi.reshape(d * g, f)).reshape(b, t_len, f)
+            dx = kernels.product(gi, wi.reshape(d * g, f)).reshape(b, t_len, f)
         db_ih = gi.sum(axis=0).reshape(d, g)  # LSTM, RNN: also the hidden bias's (a copy: clipping scales in place)
         grads = (
             dx,
-            np.matmul(gi.T, x2).reshape(d, g, f),
-            np.stack([np.matmul(_rows(dgh, k).T, _rows(st["hp"], k)) for k in range(d)]),
+            kernels.product(gi.T, x2).reshape(d, g, f),
+            np.stack([kernels.product(_rows(dgh, k).T, _rows(st["hp"], k)) for k in range(d)]),
             db_ih,
             db_ih.copy() if dgh is dgi else dgh.reshape(b * t_len, d * g).sum(axis=0).reshape(d, g),
         )

@@ -92,10 +92,9 @@ class _Conv1dProduct(torch.autograd.Function):
     product: the k shifted copies of the input side by side, zero-padded (B*T', k*C), times the
     kernel (k*C, out); back, the kernel's gradient is one product and the input's one product and
     one compiled pass. Products and passes are pipeline/modeling/kernels.py's (the products: one
-    fused multiply-add chain per element, the same bytes on every CPU, on AVX-512 at its width: 1.3-1.6x
-    OpenBLAS's AVX2 kernels, which the pinned numerics would otherwise run). Built on torch ops,
-    autograd gave every shifted slice a zero-filled gradient of the whole input and the output a
-    transposed layout that made batch norm and ReLU take slow paths. Channels last, as the windows
+    fused multiply-add chain per element, the same bytes on every CPU; on AVX-512 at its width).
+    Built on torch ops, autograd gave every shifted slice a zero-filled gradient of the whole input
+    and the output a transposed layout that made batch norm and ReLU take slow paths. Channels last, as the windows
     come and the LSTM takes them: no transposing copies around the product."""
 
     @staticmethod
