@@ -5,7 +5,7 @@
 2. The cost of CPU-independent numerics against the library defaults, per model: CPU time of a training
    epoch, one thread each, in fresh processes, rounds interleaved so drift hits both. Goal: <= 1.3x.
    Pinned: the zoo as trained (pipeline/core/cpu.py, pipeline/modeling/numerics.py: numpy and OpenBLAS
-   on AVX2 kernels, matrix products on OpenBLAS, ATen AVX2 kernels; our own recurrent kernels, dropout,
+   on AVX2 kernels, ATen AVX2 kernels; our own matrix products, recurrent kernels, dropout,
    convolution and attention block). Default: what plain torch code does on this CPU, i.e. the same
    architectures built from torch's own modules (nn.LSTM/nn.GRU on oneDNN, nn.Dropout, nn.Conv1d,
    nn.TransformerEncoderLayer; fcn and cnn_lstm channels first, as torch's convolutions take them)

@@ -223,6 +223,8 @@ w = b.clone().requires_grad_()
 (a @ w).square().sum().backward()
 assert torch.equal(w.grad, P(a.T.contiguous(), 2 * (a @ b)))
 torch.testing.assert_close(a @ b, torch.from_numpy(a.numpy().astype(np.float64) @ b.numpy().astype(np.float64)).float())
+i = torch.arange(12).reshape(3, 4)
+assert torch.equal(i @ i.T, torch.from_numpy(i.numpy() @ i.numpy().T))  # integers: numpy, exact
 print("ok")
 """
 

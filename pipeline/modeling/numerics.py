@@ -82,11 +82,15 @@ def _np(t):
 
 
 def _mm(a, b):
+    import numpy as np
     import torch
 
     from pipeline.modeling import kernels
 
-    return torch.from_numpy(kernels.product(_np(a), _np(b)))
+    x, y = _np(a), _np(b)
+    if x.dtype not in (np.float32, np.float64):  # integers: exact in any order
+        return torch.from_numpy(np.matmul(x, y))
+    return torch.from_numpy(kernels.product(x, y))
 
 
 def _addmm(bias, a, b, *, beta=1, alpha=1):
