@@ -130,3 +130,20 @@ def test_inference_and_training_give_the_same_convolution_and_a_second_backward_
     y.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="second backward"):
         y.sum().backward()
+
+
+def test_the_scratch_pool_keeps_at_most_its_bound():
+    """Arrays of a training step are reused; a scoring batch's larger arrays are not kept."""
+    import numpy as np
+
+    from pipeline.modeling.zoo import _Scratch
+
+    pool = _Scratch(max_bytes=1000)
+    a = pool.take((10, 10), np.float32)  # 400 bytes
+    pool.give(a)
+    assert pool.take((10, 10), np.float32) is a  # reused
+    pool.give(a)
+    big = np.empty((20, 20), np.float32)  # 1600 bytes: over the bound
+    pool.give(big)
+    assert pool.held == 400
+    assert pool.take((20, 20), np.float32) is not big

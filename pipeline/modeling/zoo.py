@@ -64,24 +64,29 @@ class _Scratch:
     """Arrays the convolution needs only inside one training step (its shifted copies and their
     gradient: megabytes per layer), kept for the next step: a fresh array of that size is new
     memory from the system, whose first touch costs a page fault every 4 KB (measured: a third of
-    fcn's convolution time). Bounded: at most ``keep`` arrays."""
+    fcn's convolution time). Bounded: at most ``max_bytes`` held (a training step's arrays fit;
+    scoring batches of a thousand windows are larger and are not kept, so they never pin memory)."""
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.free: dict[tuple, list[np.ndarray]] = {}
-        self.keep = keep
+        self.held = 0
+        self.max_bytes = max_bytes
         self.lock = threading.Lock()
 
     def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         with self.lock:
             arrays = self.free.get((shape, np.dtype(dtype)))
             if arrays:
-                return arrays.pop()
+                a = arrays.pop()
+                self.held -= a.nbytes
+                return a
         return np.empty(shape, dtype)
 
     def give(self, a: np.ndarray) -> None:
         with self.lock:
-            if sum(map(len, self.free.values())) < self.keep:
+            if self.held + a.nbytes <= self.max_bytes:
                 self.free.setdefault((a.shape, a.dtype), []).append(a)
+                self.held += a.nbytes
 
 
 _SCRATCH = _Scratch()
